@@ -1,0 +1,168 @@
+"""The model under test as a transformers causal LM, driven token by token."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+from .base import Backend, BackendLoadError, Decoding
+from .tiny import BUILTIN_PREFIX, TINY_NAME, TINY_REVISION, tiny_model_dir
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is usable, else ``cpu``; checks ``cuda[:N]``."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda" or requested.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BackendLoadError(
+                f"--energy-device={requested} but torch sees no CUDA GPU; "
+                "use --energy-device=cpu or install a CUDA build of torch"
+            )
+        index = requested.partition(":")[2]
+        if index:
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise BackendLoadError(
+                    f"--energy-device={requested}: torch sees {torch.cuda.device_count()} GPU(s)"
+                )
+        return requested
+    raise BackendLoadError(f"--energy-device={requested!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class HFDecoding(Decoding):
+    def __init__(self, backend: "HFBackend") -> None:
+        self._model = backend.model
+        self._device = backend.torch_device
+        self._torch = backend.torch
+        self._cache: Any = None
+
+    def prefill(self, prompt_ids: Sequence[int]) -> Any:
+        torch = self._torch
+        from transformers import DynamicCache
+
+        input_ids = torch.tensor([list(prompt_ids)], device=self._device)
+        self._cache = DynamicCache()
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=input_ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1
+            )
+        self._cache = out.past_key_values
+        return out.logits[0, -1]
+
+    def step(self, token_id: int) -> Any:
+        torch = self._torch
+        input_ids = torch.tensor([[token_id]], device=self._device)
+        with torch.inference_mode():
+            out = self._model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+        self._cache = out.past_key_values
+        return out.logits[0, -1]
+
+
+class HFBackend(Backend):
+    def __init__(self, model: Any, tokenizer: Any, model_id: str, device: str, revision: str = "") -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = device
+        self.revision = revision
+        self.torch_device = torch.device(device)
+        eos = tokenizer.eos_token_id
+        config_eos = getattr(model.generation_config, "eos_token_id", None)
+        ids: set[int] = set()
+        for value in (eos, config_eos):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        self._eos = frozenset(ids)
+
+    @classmethod
+    def load(cls, spec: str, device: str = "auto", dtype: str = "auto") -> "HFBackend":
+        """Load ``builtin:tiny``, a local checkpoint directory, or a hub id.
+
+        Every failure becomes a :class:`BackendLoadError` of one line.
+        """
+        if dtype not in DTYPES:
+            raise BackendLoadError(f"--energy-dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise BackendLoadError(
+                f"the transformers backend needs torch and transformers ({exc}); "
+                "pip install 'pytest-llm-energy[hf]'"
+            ) from None
+        resolved = resolve_device(device)
+        revision = ""
+        if spec.startswith(BUILTIN_PREFIX):
+            if spec != BUILTIN_PREFIX + TINY_NAME:
+                raise BackendLoadError(f"unknown built-in model {spec!r}; the built-in model is builtin:tiny")
+            path = str(tiny_model_dir())
+            revision = f"builtin-r{TINY_REVISION}"
+        else:
+            path = spec
+            looks_local = os.sep in spec and (spec.startswith((".", os.sep, "~")) or spec.count("/") != 1)
+            if looks_local and not os.path.isdir(os.path.expanduser(spec)):
+                raise BackendLoadError(f"--energy-model={spec}: no such model directory")
+            path = os.path.expanduser(path)
+        if dtype == "auto":
+            # Half precision on a CPU is slow and sometimes unsupported: use
+            # float32 there, the checkpoint's own dtype on a GPU.
+            torch_dtype: Any = "auto" if resolved.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # progress bars would clutter the pytest output
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        except Exception as exc:  # transformers raises many types; all mean "cannot load"
+            raise BackendLoadError(f"--energy-model={spec}: cannot load model: {_first_line(exc)}") from None
+        model.to(resolved)
+        model.eval()
+        if not revision:
+            revision = getattr(model.config, "_commit_hash", None) or ""
+        return cls(model, tokenizer, model_id=spec, device=resolved, revision=revision)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def start(self) -> HFDecoding:
+        return HFDecoding(self)
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        return self._eos
+
+    def synchronize(self) -> None:
+        if self.torch_device.type == "cuda":
+            self.torch.cuda.synchronize(self.torch_device)
+
+    def describe(self) -> dict[str, Any]:
+        dtype: Optional[Any] = getattr(self.model, "dtype", None)
+        return {
+            "id": self.model_id,
+            "revision": self.revision,
+            "device": self.device,
+            "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "architecture": type(self.model).__name__,
+        }

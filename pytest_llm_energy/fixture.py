@@ -1,0 +1,117 @@
+"""The ``energy`` fixture: what a test calls to generate and to meter."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import Iterator, Optional, Sequence
+
+import pytest
+
+from .meters.base import MeterError
+from .results import BlockResult, CaseResult, PhaseEnergy
+from .runner import Generation, GenerationConfig, TokenObserver, generate
+from .session import EnergySession
+
+
+class Measurement:
+    """Filled in when its ``energy.measure`` block exits."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.energy: Optional[PhaseEnergy] = None
+
+
+class EnergyFixture:
+    """Generate with the model under test, or meter any block of code.
+
+    Every figure is recorded against the running test and reported at the end
+    of the session.
+    """
+
+    def __init__(self, session: EnergySession, test_id: str) -> None:
+        self._session = session
+        self._test_id = test_id
+        self.results: list[CaseResult | BlockResult] = []
+
+    @property
+    def meter_name(self) -> str:
+        return self._session.meter.name
+
+    @property
+    def estimated(self) -> bool:
+        return self._session.meter.kind != "measured"
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: Optional[int] = None,
+        stop: Sequence[str] = (),
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+        label: Optional[str] = None,
+        observers: Sequence[TokenObserver] = (),
+    ) -> Generation:
+        """Run the model on ``prompt``; return the text and both phases' energy.
+
+        Unset arguments take the session's ``--energy-*`` settings.
+        """
+        base = self._session.settings.generation
+        overrides = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+        }
+        try:
+            config: GenerationConfig = replace(
+                base, stop=tuple(stop), **{k: v for k, v in overrides.items() if v is not None}
+            )
+        except ValueError as exc:
+            pytest.fail(f"energy.generate: {exc}", pytrace=False)
+        backend = self._session.load_backend()
+        meter = self._session.started_meter()
+        try:
+            generation = generate(backend, meter, prompt, config, observers)
+        except MeterError as exc:
+            pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+        index = sum(isinstance(r, CaseResult) for r in self.results)
+        self.results.append(
+            CaseResult(
+                case_id=label or (self._test_id if index == 0 else f"{self._test_id}#{index}"),
+                suite="prompt",
+                prefill=generation.prefill,
+                decode=generation.decode,
+                meter=meter.name,
+                meter_kind=meter.kind,
+                prompt_tokens=generation.prompt_tokens,
+                new_tokens=generation.new_tokens,
+                stop_reason=generation.stop_reason,
+                test_id=self._test_id,
+            )
+        )
+        return generation
+
+    @contextlib.contextmanager
+    def measure(self, label: str) -> Iterator[Measurement]:
+        """Meter the energy of the ``with`` block; the result is recorded under ``label``."""
+        meter = self._session.started_meter()
+        measurement = Measurement(label)
+        try:
+            start = meter.read()
+        except MeterError as exc:
+            pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+        try:
+            yield measurement
+        finally:
+            # Record even when the block raised: the energy was spent.
+            try:
+                end = meter.read()
+            except MeterError as exc:
+                pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+            measurement.energy = meter.window(start, end)
+            self.results.append(
+                BlockResult(label, measurement.energy, meter.name, meter.kind, test_id=self._test_id)
+            )

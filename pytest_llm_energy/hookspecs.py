@@ -1,0 +1,37 @@
+"""Hooks this plugin offers to other plugins (registered via ``pytest_addhooks``).
+
+Implement them in a ``conftest.py`` or an installed plugin::
+
+    def pytest_llm_energy_meters(config):
+        return {"wallplug": lambda options: WallPlugMeter()}
+
+and select the meter with ``--energy-meter=wallplug``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .meters import MeterFactory
+    from .results import BlockResult, CaseResult
+
+hookspec = pluggy.HookspecMarker("pytest")
+
+
+@hookspec
+def pytest_llm_energy_meters(config: Any) -> "Mapping[str, MeterFactory]":
+    """Contribute meters by name.
+
+    Return a mapping from meter name to a factory called with a
+    :class:`pytest_llm_energy.meters.MeterOptions`; the factory returns a
+    :class:`pytest_llm_energy.meters.Meter` or raises
+    :class:`pytest_llm_energy.meters.MeterUnavailable` with a one-line reason.
+    """
+
+
+@hookspec
+def pytest_llm_energy_result(config: Any, result: "CaseResult | BlockResult") -> None:
+    """Called for every result as it is collected (in the controlling process)."""

@@ -1,0 +1,73 @@
+"""Energy sources behind one interface, and how a name selects one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from .base import CompositeMeter, Meter, MeterError, MeterUnavailable, Reading
+from .estimate import DEFAULT_CPU_WATTS_PER_CORE, EstimateMeter
+from .nvml import DEFAULT_SAMPLE_HZ, NvmlMeter
+from .rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
+
+__all__ = [
+    "BUILTIN_METERS",
+    "CompositeMeter",
+    "EstimateMeter",
+    "Meter",
+    "MeterError",
+    "MeterOptions",
+    "MeterUnavailable",
+    "NvmlMeter",
+    "RaplMeter",
+    "Reading",
+    "create_meter",
+]
+
+
+@dataclass(frozen=True)
+class MeterOptions:
+    """What the command line says about meters; factories take what they need."""
+
+    cpu_watts: float = DEFAULT_CPU_WATTS_PER_CORE
+    rapl_root: str = DEFAULT_POWERCAP_ROOT
+    sample_hz: float = DEFAULT_SAMPLE_HZ
+
+
+MeterFactory = Callable[[MeterOptions], Meter]
+
+BUILTIN_METERS: dict[str, MeterFactory] = {
+    "nvml": lambda o: NvmlMeter(sample_hz=o.sample_hz),
+    "rapl": lambda o: RaplMeter(root=o.rapl_root),
+    "estimate": lambda o: EstimateMeter(watts_per_core=o.cpu_watts),
+}
+
+
+def create_meter(
+    name: str, options: MeterOptions, extra: Mapping[str, MeterFactory] = {}
+) -> tuple[Meter, list[str]]:
+    """The meter a name selects, and notices for the report header.
+
+    ``auto`` combines every measured meter this machine has (GPU and CPU); with
+    none it falls back to ``estimate`` and says why. Any other name must work:
+    :class:`MeterUnavailable` tells the user what is missing.
+    """
+    factories = {**BUILTIN_METERS, **extra}
+    if name != "auto":
+        if name not in factories:
+            known = ", ".join(["auto", *sorted(factories)])
+            raise MeterUnavailable(f"unknown energy meter {name!r}; choose one of: {known}")
+        return factories[name](options), []
+
+    found: list[Meter] = []
+    missing: list[str] = []
+    for candidate in ("nvml", "rapl"):
+        try:
+            found.append(factories[candidate](options))
+        except MeterUnavailable as exc:
+            missing.append(f"{candidate}: {exc}")
+    if not found:
+        notice = "no energy sensor found, figures are estimated from CPU time (" + "; ".join(missing) + ")"
+        return factories["estimate"](options), [notice]
+    notices = [f"not metered: {m}" for m in missing]
+    return (found[0] if len(found) == 1 else CompositeMeter(found)), notices

@@ -1,0 +1,141 @@
+"""Command-line options, their ini equivalents, and validated settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pytest
+
+from .backends.hf import DTYPES
+from .meters import MeterOptions
+from .meters.estimate import DEFAULT_CPU_WATTS_PER_CORE
+from .meters.nvml import DEFAULT_SAMPLE_HZ
+from .meters.rapl import DEFAULT_POWERCAP_ROOT
+from .runner import GenerationConfig
+
+DEFAULT_MODEL = "builtin:tiny"
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    ini: str
+    default: Any
+    help: str
+    metavar: str
+
+
+OPTIONS = [
+    _Option("--energy-meter", "energy_meter", "auto",
+            "energy source: auto (every GPU and CPU sensor found, else estimate), nvml, rapl, "
+            "estimate, or a meter another plugin registers (default: auto)", "NAME"),
+    _Option("--energy-model", "energy_model", DEFAULT_MODEL,
+            "model under test: a local checkpoint directory, a hub id, or builtin:tiny, "
+            "a small model built offline (default: builtin:tiny)", "PATH|HUB_ID"),
+    _Option("--energy-device", "energy_device", "auto",
+            "device to run the model on: auto, cpu, cuda, cuda:N (default: auto)", "DEVICE"),
+    _Option("--energy-dtype", "energy_dtype", "auto",
+            "model weights dtype: " + ", ".join(DTYPES) + " (default: auto = float32 on CPU, "
+            "the checkpoint's dtype on GPU)", "DTYPE"),
+    _Option("--energy-cpu-watts", "energy_cpu_watts", DEFAULT_CPU_WATTS_PER_CORE,
+            "watts per busy CPU core for the estimate meter "
+            f"(default: {DEFAULT_CPU_WATTS_PER_CORE:g})", "W"),
+    _Option("--energy-max-new-tokens", "energy_max_new_tokens", DEFAULT_MAX_NEW_TOKENS,
+            f"default cap on generated tokens (default: {DEFAULT_MAX_NEW_TOKENS})", "N"),
+    _Option("--energy-temperature", "energy_temperature", 0.0,
+            "sampling temperature; 0 is greedy decoding (default: 0)", "T"),
+    _Option("--energy-top-p", "energy_top_p", 1.0,
+            "nucleus sampling mass when temperature > 0 (default: 1.0)", "P"),
+    _Option("--energy-seed", "energy_seed", 0, "seed for sampling (default: 0)", "N"),
+    _Option("--energy-power-sample-hz", "energy_power_sample_hz", DEFAULT_SAMPLE_HZ,
+            "rate of the NVML instant-power sampler that attributes windows shorter than the "
+            f"energy counter's update period; 0 turns it off (default: {DEFAULT_SAMPLE_HZ:g})", "HZ"),
+    _Option("--energy-rapl-root", "energy_rapl_root", DEFAULT_POWERCAP_ROOT,
+            f"powercap directory of the RAPL meter (default: {DEFAULT_POWERCAP_ROOT})", "DIR"),
+    _Option("--energy-json", "energy_json", None,
+            "write every result and the session metadata as JSON to PATH", "PATH"),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llm-energy", "energy regression testing of LLMs (pytest-llm-energy)")
+    for opt in OPTIONS:
+        dest = opt.flag.lstrip("-").replace("-", "_")
+        group.addoption(opt.flag, dest=dest, default=None, metavar=opt.metavar, help=opt.help)
+        parser.addini(opt.ini, help=opt.help.split(" (default")[0],
+                      default=None if opt.default is None else str(opt.default))
+
+
+def _raw(config: pytest.Config, flag: str) -> tuple[str, Any]:
+    """Value of an option: command line first, then ini, then the default."""
+    opt = next(o for o in OPTIONS if o.flag == flag)
+    value = config.getoption(opt.flag.lstrip("-").replace("-", "_"))
+    if value is None:
+        value = config.getini(opt.ini)
+    return opt.flag, value
+
+
+def _convert(config: pytest.Config, flag: str, kind: Callable[[str], Any], check: Callable[[Any], bool],
+             expectation: str) -> Any:
+    name, value = _raw(config, flag)
+    try:
+        converted = kind(str(value).strip())
+    except ValueError:
+        raise pytest.UsageError(f"{name}={value!r}: expected {expectation}") from None
+    if not check(converted):
+        raise pytest.UsageError(f"{name}={value!r}: expected {expectation}")
+    return converted
+
+
+@dataclass(frozen=True)
+class Settings:
+    meter: str
+    model: str
+    device: str
+    dtype: str
+    meter_options: MeterOptions
+    generation: GenerationConfig
+    json_path: Optional[str]
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> "Settings":
+        cpu_watts = _convert(config, "--energy-cpu-watts", float, lambda v: v > 0, "a positive number of watts")
+        sample_hz = _convert(config, "--energy-power-sample-hz", float, lambda v: v >= 0,
+                             "a rate in Hz >= 0")
+        max_new = _convert(config, "--energy-max-new-tokens", int, lambda v: v >= 1, "an integer >= 1")
+        temperature = _convert(config, "--energy-temperature", float, lambda v: v >= 0, "a number >= 0")
+        top_p = _convert(config, "--energy-top-p", float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+        seed = _convert(config, "--energy-seed", int, lambda v: True, "an integer")
+        dtype = _raw(config, "--energy-dtype")[1]
+        if dtype not in DTYPES:
+            raise pytest.UsageError(f"--energy-dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+        device = str(_raw(config, "--energy-device")[1]).strip()
+        if not (device in ("auto", "cpu", "cuda") or
+                (device.startswith("cuda:") and device[5:].isdigit())):
+            raise pytest.UsageError(f"--energy-device={device!r}: expected auto, cpu, cuda or cuda:N")
+        json_path = _raw(config, "--energy-json")[1]
+        if json_path:
+            json_path = os.path.abspath(os.path.expanduser(str(json_path)))
+            parent = os.path.dirname(json_path)
+            if os.path.isdir(json_path):
+                raise pytest.UsageError(f"--energy-json={json_path}: is a directory, give a file path")
+            if os.path.exists(parent) and not os.access(parent, os.W_OK):
+                raise pytest.UsageError(f"--energy-json={json_path}: directory {parent} is not writable")
+        return cls(
+            meter=str(_raw(config, "--energy-meter")[1]).strip(),
+            model=str(_raw(config, "--energy-model")[1]).strip(),
+            device=device,
+            dtype=dtype,
+            meter_options=MeterOptions(
+                cpu_watts=cpu_watts,
+                rapl_root=str(_raw(config, "--energy-rapl-root")[1]),
+                sample_hz=sample_hz,
+            ),
+            generation=GenerationConfig(
+                max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed
+            ),
+            json_path=json_path or None,
+        )

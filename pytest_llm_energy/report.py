@@ -1,0 +1,146 @@
+"""Turning results into the terminal table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Any, Iterable, Optional, Sequence
+
+from tabulate import tabulate
+
+from .results import BlockResult, CaseResult, PhaseEnergy
+
+JSON_SCHEMA = "pytest-llm-energy/1"
+HEADERS = (
+    "test", "prefill J", "decode J", "total J", "decode mJ/tok",
+    "prompt tok", "new tok", "seconds", "meter", "source",
+)
+SHORT_WINDOW_MARK = "*"
+
+
+def format_joules(joules: float, short: bool = False) -> str:
+    return f"{joules:.4g}" + (SHORT_WINDOW_MARK if short else "")
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.3f}" if seconds >= 0.1 else f"{seconds:.3g}"
+
+
+def _sum_phases(phases: Sequence[PhaseEnergy]) -> PhaseEnergy:
+    return PhaseEnergy(
+        joules=sum(p.joules for p in phases),
+        seconds=sum(p.seconds for p in phases),
+        tokens=sum(p.tokens for p in phases),
+        below_resolution=any(p.below_resolution for p in phases),
+        method="+".join(sorted({p.method for p in phases})),
+    )
+
+
+def table_rows(results: Iterable[CaseResult | BlockResult]) -> list[list[Any]]:
+    """One row per test (its generations summed), one per ``measure`` block."""
+    cases: "OrderedDict[str, list[CaseResult]]" = OrderedDict()
+    rows: list[list[Any]] = []
+    blocks: list[BlockResult] = []
+    for result in results:
+        if isinstance(result, CaseResult):
+            cases.setdefault(result.test_id or result.case_id, []).append(result)
+        else:
+            blocks.append(result)
+    for test_id, group in cases.items():
+        prefill = _sum_phases([r.prefill for r in group])
+        decode = _sum_phases([r.decode for r in group])
+        per_token = decode.joules_per_token
+        rows.append([
+            test_id if len(group) == 1 else f"{test_id} ({len(group)} generations)",
+            format_joules(prefill.joules, prefill.below_resolution),
+            format_joules(decode.joules, decode.below_resolution) if decode.tokens else "-",
+            format_joules(prefill.joules + decode.joules, prefill.below_resolution or decode.below_resolution),
+            f"{per_token * 1000:.4g}" if per_token is not None else "-",
+            sum(r.prompt_tokens for r in group),
+            sum(r.new_tokens for r in group),
+            format_seconds(prefill.seconds + decode.seconds),
+            group[0].meter,
+            group[0].meter_kind,
+        ])
+    for block in blocks:
+        rows.append([
+            f"{block.test_id} [{block.label}]", "", "",
+            format_joules(block.energy.joules, block.energy.below_resolution),
+            "", "", "", format_seconds(block.energy.seconds), block.meter, block.meter_kind,
+        ])
+    return rows
+
+
+def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
+                  resolution_s: float) -> list[str]:
+    """The terminal summary: a header naming the sources, the table, footnotes."""
+    if not results:
+        return ["no energy was measured (no test used the energy fixture)"]
+    model = meta.get("model", {})
+    meter = meta.get("meter", {})
+    lines = [
+        f"model {model.get('id')} on {model.get('device', '?')}, "
+        f"meter {meter.get('name')} ({meter.get('kind')})"
+    ]
+    lines += [f"note: {n}" for n in meta.get("notices", [])]
+    lines.append(tabulate(table_rows(results), headers=HEADERS, tablefmt="simple",
+                          disable_numparse=True, colalign=("left",) + ("right",) * 7 + ("left", "left")))
+    cases = [r for r in results if isinstance(r, CaseResult)]
+    total = sum(r.total_joules for r in results)
+    lines.append(
+        f"total {format_joules(total)} J over {len(cases)} generation(s)"
+        f" and {len(results) - len(cases)} measured block(s)"
+    )
+    if any(_is_short(r) for r in results):
+        lines.append(
+            f"{SHORT_WINDOW_MARK} window shorter than the meter's update period "
+            f"({resolution_s * 1000:g} ms): attributed from power samples x time, not the counter"
+        )
+    if meter.get("kind") != "measured":
+        lines.append("figures marked 'estimated' come from CPU time x watts per core, not a sensor")
+    return lines
+
+
+def _is_short(result: CaseResult | BlockResult) -> bool:
+    if isinstance(result, CaseResult):
+        return result.prefill.below_resolution or (result.decode.tokens > 0 and result.decode.below_resolution)
+    return result.energy.below_resolution
+
+
+def json_document(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
+                  outcomes: dict[str, str], exit_status: Optional[int]) -> dict[str, Any]:
+    cases = [r for r in results if isinstance(r, CaseResult)]
+    return {
+        "schema": JSON_SCHEMA,
+        "session": {**meta, "exit_status": exit_status},
+        "totals": {
+            "prefill_joules": sum(r.prefill.joules for r in cases),
+            "decode_joules": sum(r.decode.joules for r in cases),
+            "block_joules": sum(r.total_joules for r in results if isinstance(r, BlockResult)),
+            "total_joules": sum(r.total_joules for r in results),
+            "generations": len(cases),
+            "new_tokens": sum(r.new_tokens for r in cases),
+        },
+        "tests": [{"test_id": test_id, "outcome": outcome} for test_id, outcome in outcomes.items()],
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def write_json(path: str, document: dict[str, Any]) -> None:
+    """Write atomically, so an interrupted run never leaves half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=".llm-energy-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(staging, path)
+    except BaseException:
+        try:
+            os.unlink(staging)
+        except OSError:
+            pass
+        raise

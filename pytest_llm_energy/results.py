@@ -1,0 +1,138 @@
+"""Small frozen records that cross module boundaries.
+
+They are plain data: reports serialise them with :func:`dataclasses.asdict`, and
+they travel inside pytest reports (and so across xdist workers) as dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+MEASURED = "measured"
+ESTIMATED = "estimated"
+
+
+@dataclass(frozen=True)
+class PhaseEnergy:
+    """Energy of one metered window (a generation phase or a ``measure`` block).
+
+    ``below_resolution`` is true when the window was shorter than the meter's
+    update period; ``method`` then says how the joules were attributed
+    (``"counter"`` means a plain counter difference).
+    """
+
+    joules: float
+    seconds: float
+    tokens: int = 0
+    below_resolution: bool = False
+    method: str = "counter"
+
+    @property
+    def joules_per_token(self) -> Optional[float]:
+        return self.joules / self.tokens if self.tokens else None
+
+    @property
+    def watts(self) -> Optional[float]:
+        return self.joules / self.seconds if self.seconds > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["joules_per_token"] = self.joules_per_token
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PhaseEnergy":
+        return cls(
+            joules=data["joules"],
+            seconds=data["seconds"],
+            tokens=data.get("tokens", 0),
+            below_resolution=data.get("below_resolution", False),
+            method=data.get("method", "counter"),
+        )
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One generation under the meter: what was asked, what it cost, how it scored."""
+
+    case_id: str
+    suite: str
+    prefill: PhaseEnergy
+    decode: PhaseEnergy
+    meter: str
+    meter_kind: str
+    babbling: str = "off"
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    stop_reason: str = ""
+    passed: Optional[bool] = None
+    score: Optional[float] = None
+    babble_tokens: Optional[int] = None
+    test_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_joules(self) -> float:
+        return self.prefill.joules + self.decode.joules
+
+    @property
+    def seconds(self) -> float:
+        return self.prefill.seconds + self.decode.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["prefill"] = self.prefill.to_dict()
+        data["decode"] = self.decode.to_dict()
+        data["total_joules"] = self.total_joules
+        data["kind"] = "case"
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CaseResult":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["prefill"] = PhaseEnergy.from_dict(data["prefill"])
+        fields["decode"] = PhaseEnergy.from_dict(data["decode"])
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Energy of arbitrary code metered with ``energy.measure(label)``."""
+
+    label: str
+    energy: PhaseEnergy
+    meter: str
+    meter_kind: str
+    test_id: str = ""
+
+    @property
+    def total_joules(self) -> float:
+        return self.energy.joules
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "block",
+            "label": self.label,
+            "energy": self.energy.to_dict(),
+            "meter": self.meter,
+            "meter_kind": self.meter_kind,
+            "test_id": self.test_id,
+            "total_joules": self.total_joules,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BlockResult":
+        return cls(
+            label=data["label"],
+            energy=PhaseEnergy.from_dict(data["energy"]),
+            meter=data["meter"],
+            meter_kind=data["meter_kind"],
+            test_id=data.get("test_id", ""),
+        )
+
+
+def result_from_dict(data: dict[str, Any]) -> "CaseResult | BlockResult":
+    if data.get("kind") == "block":
+        return BlockResult.from_dict(data)
+    return CaseResult.from_dict(data)

@@ -1,0 +1,221 @@
+"""Phase-split generation: our own token loop, metered at two window edges.
+
+The **prefill** window is the prompt's forward pass up to and including the
+choice of the first new token; the **decode** window is every later token. The
+device is synchronised and the meter read only at window edges, never per token,
+so metering adds three sensor reads to a generation whatever its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Sequence
+
+from .backends.base import Backend
+from .meters.base import Meter
+from .results import PhaseEnergy
+
+STOP_EOS = "eos"
+STOP_STRING = "stop"
+STOP_LENGTH = "length"
+STOP_OBSERVER = "observer"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A completion and what each phase of producing it cost."""
+
+    text: str
+    prefill: PhaseEnergy
+    decode: PhaseEnergy
+    prompt_tokens: int
+    new_tokens: int
+    stop_reason: str
+    token_ids: tuple[int, ...] = field(repr=False, default=())
+
+    @property
+    def total_joules(self) -> float:
+        return self.prefill.joules + self.decode.joules
+
+
+class TokenObserver(Protocol):
+    """Sees the completion grow; returns True to end the generation.
+
+    Observers run inside the decode window, so their cost is metered with it.
+    """
+
+    def on_text(self, text: str, new_text: str) -> bool: ...
+
+
+class StopStrings:
+    """Ends generation at the first stop string; the text is cut before it."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self._longest = max((len(s) for s in self.stops), default=0)
+        self.cut_at: Optional[int] = None
+
+    def on_text(self, text: str, new_text: str) -> bool:
+        # A stop string can only end inside the fragment just added.
+        window_start = max(0, len(text) - len(new_text) - self._longest + 1)
+        first = None
+        for stop in self.stops:
+            pos = text.find(stop, window_start)
+            if pos != -1 and (first is None or pos < first):
+                first = pos
+        if first is None:
+            return False
+        self.cut_at = first
+        return True
+
+
+class IncrementalText:
+    """Detokenises one token at a time without splitting multi-byte characters.
+
+    Decoding a growing id list token by token can emit half a UTF-8 sequence
+    (shown as U+FFFD) or change earlier characters (leading-space rules), so the
+    text is read from a short window of recent ids and only emitted once stable.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._decode = backend.decode
+        self.ids: list[int] = []
+        self.text = ""
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            new_text = after[len(before) :]
+            self._prefix, self._read = self._read, len(self.ids)
+            self.text += new_text
+            return new_text
+        return ""
+
+
+class TokenPicker:
+    """Greedy argmax, or temperature / top-p sampling from a seeded generator."""
+
+    def __init__(self, config: GenerationConfig, device: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self._greedy = config.temperature == 0
+        self._temperature = config.temperature
+        self._top_p = config.top_p
+        self._generator = None
+        if not self._greedy:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(config.seed)
+
+    def __call__(self, logits: Any) -> int:
+        torch = self._torch
+        if self._greedy:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits.float() / self._temperature, dim=-1)
+        if self._top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            # Keep the smallest head whose mass reaches top_p (always >= 1 token).
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < self._top_p
+            sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+            choice = torch.multinomial(sorted_probs, 1, generator=self._generator)
+            return int(order[choice])
+        return int(torch.multinomial(probs, 1, generator=self._generator))
+
+
+def generate(
+    backend: Backend,
+    meter: Meter,
+    prompt: str,
+    config: GenerationConfig = GenerationConfig(),
+    observers: Sequence[TokenObserver] = (),
+) -> Generation:
+    """Generate a completion of ``prompt`` and meter its two phases."""
+    prompt_ids = backend.encode(prompt)
+    if not prompt_ids:
+        raise ValueError("the prompt encodes to no tokens")
+    decoding = backend.start()
+    pick = TokenPicker(config, getattr(backend, "torch_device", "cpu"))
+    eos = frozenset() if config.ignore_eos else backend.eos_token_ids
+    stops = StopStrings(config.stop) if config.stop else None
+    watchers: list[TokenObserver] = ([stops] if stops else []) + list(observers)
+    text = IncrementalText(backend) if watchers else None
+
+    backend.synchronize()
+    start = meter.read()
+    token = pick(decoding.prefill(prompt_ids))
+    backend.synchronize()
+    first = meter.read()
+
+    generated = [token]
+    reason = STOP_LENGTH
+    while True:
+        if token in eos:
+            reason = STOP_EOS
+            break
+        if text is not None:
+            new_text = text.push(token)
+            if new_text and _any_stops(watchers, text.text, new_text):
+                reason = STOP_STRING if stops is not None and stops.cut_at is not None else STOP_OBSERVER
+                break
+        if len(generated) >= config.max_new_tokens:
+            break
+        token = pick(decoding.step(token))
+        generated.append(token)
+    backend.synchronize()
+    end = meter.read()
+
+    # Both windows are attributed after the fact, when the power samples that
+    # straddle the prefill's end exist.
+    prefill = meter.window(start, first, tokens=len(prompt_ids))
+    decode = meter.window(first, end, tokens=len(generated) - 1)
+
+    if text is not None:
+        completion = text.text
+        if reason == STOP_STRING and stops is not None and stops.cut_at is not None:
+            completion = completion[: stops.cut_at]
+        elif reason != STOP_EOS:
+            completion = backend.decode(generated)  # include a trailing partial character
+    else:
+        body = generated[:-1] if reason == STOP_EOS else generated
+        completion = backend.decode(body)
+    return Generation(
+        text=completion,
+        prefill=prefill,
+        decode=decode,
+        prompt_tokens=len(prompt_ids),
+        new_tokens=len(generated),
+        stop_reason=reason,
+        token_ids=tuple(generated),
+    )
+
+
+def _any_stops(watchers: Sequence[TokenObserver], text: str, new_text: str) -> bool:
+    stop = False
+    for watcher in watchers:
+        # Every watcher sees every fragment, even once another has asked to stop.
+        stop = watcher.on_text(text, new_text) or stop
+    return stop

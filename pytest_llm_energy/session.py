@@ -1,0 +1,118 @@
+"""One pytest session's energy state: settings, meter, model, results."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any, Optional
+
+import pytest
+
+from .backends.base import Backend, BackendLoadError
+from .meters import Meter, MeterUnavailable, create_meter
+from .options import Settings
+from .results import BlockResult, CaseResult, result_from_dict
+
+REPORT_ATTRIBUTE = "llm_energy"
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class EnergySession:
+    """Holds what every test shares, and gathers what each test measured.
+
+    The meter is chosen at configure time (so a wrong name is a usage error
+    before any test runs) and started lazily; the model is loaded once, when
+    the first collected test asks for it.
+    """
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        extra: dict[str, Any] = {}
+        for contributed in config.hook.pytest_llm_energy_meters(config=config):
+            extra.update(contributed or {})
+        try:
+            self.meter, self.notices = create_meter(settings.meter, settings.meter_options, extra)
+        except MeterUnavailable as exc:
+            raise pytest.UsageError(f"--energy-meter={settings.meter}: {exc}") from None
+        self._meter_started = False
+        self._backend: Optional[Backend] = None
+        self.results: list[CaseResult | BlockResult] = []
+        self.outcomes: dict[str, str] = {}
+        self.started = datetime.now(timezone.utc)
+
+    # -- shared resources ----------------------------------------------------------
+    def started_meter(self) -> Meter:
+        if not self._meter_started:
+            self.meter.start()
+            self._meter_started = True
+        return self.meter
+
+    def load_backend(self) -> Backend:
+        """The model under test, loaded on first call; load errors are usage errors."""
+        if self._backend is None:
+            from .backends.hf import HFBackend
+
+            try:
+                self._backend = HFBackend.load(self.settings.model, self.settings.device, self.settings.dtype)
+            except BackendLoadError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        return self._backend
+
+    @property
+    def backend_loaded(self) -> Optional[Backend]:
+        return self._backend
+
+    # -- results ---------------------------------------------------------------
+    def collect_report(self, report: pytest.TestReport) -> None:
+        for data in getattr(report, REPORT_ATTRIBUTE, None) or ():
+            result = result_from_dict(data)
+            self.results.append(result)
+            self.config.hook.pytest_llm_energy_result(config=self.config, result=result)
+        if report.when == "call" or report.outcome != "passed":
+            # A failure in setup or teardown is the test's outcome too.
+            if not (report.when == "teardown" and report.outcome == "passed"):
+                self.outcomes[report.nodeid] = report.outcome
+
+    def close(self) -> None:
+        if self._meter_started:
+            self.meter.close()
+            self._meter_started = False
+
+    # -- metadata ---------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        backend = self._backend
+        return {
+            "started": self.started.isoformat(),
+            "finished": datetime.now(timezone.utc).isoformat(),
+            "model": backend.describe() if backend else {"id": self.settings.model, "loaded": False},
+            "meter": self.meter.describe(),
+            "notices": list(self.notices),
+            "generation": {
+                "max_new_tokens": self.settings.generation.max_new_tokens,
+                "temperature": self.settings.generation.temperature,
+                "top_p": self.settings.generation.top_p,
+                "seed": self.settings.generation.seed,
+            },
+            "host": {
+                "platform": platform.platform(),
+                "machine": platform.machine(),
+                "processor": platform.processor(),
+            },
+            "versions": {
+                "python": sys.version.split()[0],
+                "pytest": pytest.__version__,
+                "pytest-llm-energy": _version("pytest-llm-energy"),
+                "torch": _version("torch"),
+                "transformers": _version("transformers"),
+                "nvidia-ml-py": _version("nvidia-ml-py"),
+            },
+        }
