@@ -1,7 +1,9 @@
 """``builtin:tiny``: a small causal LM built offline, deterministically.
 
-It needs no download: a byte-level tokenizer (every byte is a token, so any
-text round-trips) and a Llama-architecture model initialised from a fixed seed.
+It needs no download: a character-level tokenizer over printable ASCII and
+whitespace (other characters become ``<unk>``), so every generated token
+decodes to valid text, and a Llama-architecture model initialised from a fixed
+seed.
 Its output is not meaningful code; it exists so the real generation path, the
 meters and the reports run anywhere. It is built once and cached on disk, then
 loaded with ``from_pretrained`` like any checkpoint.
@@ -17,9 +19,11 @@ from pathlib import Path
 BUILTIN_PREFIX = "builtin:"
 TINY_NAME = "tiny"
 # Bump when the recipe below changes, so stale caches are not reused.
-TINY_REVISION = "1"
+TINY_REVISION = "2"
 TINY_SEED = 1234
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+# Tab, newline, carriage return and printable ASCII.
+TINY_BYTES = (9, 10, 13, *range(32, 127))
 
 
 def cache_root() -> Path:
@@ -30,15 +34,31 @@ def cache_root() -> Path:
     return Path(base)
 
 
+def _byte_level_alphabet() -> list[str]:
+    """GPT-2's byte-to-character table, in byte order (what ByteLevel uses)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(
+        range(ord("\xae"), ord("\xff") + 1)
+    )
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
 def build_tokenizer():  # -> PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    # The byte-level pre-tokenizer maps each byte to a printable stand-in
+    # character; keep the stand-ins of the bytes in TINY_BYTES.
+    stand_in = {b: ch for b, ch in zip(range(256), _byte_level_alphabet())}
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in alphabet:
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    for byte in TINY_BYTES:
+        vocab[stand_in[byte]] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(
@@ -46,6 +66,7 @@ def build_tokenizer():  # -> PreTrainedTokenizerFast
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
+        unk_token="<unk>",
         model_max_length=4096,
     )
 
@@ -85,6 +106,9 @@ def tiny_model_dir() -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
         tokenizer = build_tokenizer()

@@ -1,0 +1,50 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fake_nvml import FakeClock, FakeGpu, make_fake_pynvml  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def fake_nvml_module():
+    """Build a fake pynvml over the given GPUs and a clock."""
+    return make_fake_pynvml
+
+
+@pytest.fixture(scope="session")
+def tiny_backend():
+    from pytest_llm_energy.backends.hf import HFBackend
+
+    return HFBackend.load("builtin:tiny", device="cpu")
+
+
+def write_powercap(root: Path, zones: dict[str, dict[str, object]]) -> Path:
+    """A fake powercap tree: zone path -> {"name", "energy_uj", "max_energy_range_uj"}."""
+    for rel, files in zones.items():
+        zone = root / rel
+        zone.mkdir(parents=True, exist_ok=True)
+        for name, value in files.items():
+            (zone / name).write_text(f"{value}\n")
+    return root
+
+
+@pytest.fixture
+def powercap(tmp_path):
+    def build(zones):
+        return write_powercap(tmp_path / "powercap", zones)
+
+    return build
+
+
+__all__ = ["FakeGpu"]
