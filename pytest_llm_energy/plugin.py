@@ -73,6 +73,7 @@ def energy(request: pytest.FixtureRequest) -> EnergyFixture:
     assert session is not None, "pytest-llm-energy is not configured"
     fixture = EnergyFixture(session, request.node.nodeid)
     request.node.stash[pending_key] = fixture
+    session.track(request.node.nodeid, fixture.results)
     return fixture
 
 
@@ -83,9 +84,14 @@ def pytest_runtest_makereport(
     report = yield
     # Results ride on the report itself, so they cross xdist workers with it.
     fixture = item.stash.get(pending_key, None)
-    if fixture is not None and fixture.results:
-        setattr(report, REPORT_ATTRIBUTE, [r.to_dict() for r in fixture.results])
-        fixture.results.clear()
+    if fixture is not None:
+        if fixture.results:
+            setattr(report, REPORT_ATTRIBUTE, [r.to_dict() for r in fixture.results])
+            fixture.results.clear()
+        if report.when == "teardown":
+            energy = _session(item.config)
+            if energy is not None:
+                energy.untrack(item.nodeid)
     return report
 
 
@@ -104,6 +110,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if energy is None:
         return
     # Runs on failures and on Ctrl-C too: measured results are never lost.
+    energy.flush_unreported()
     if energy.settings.json_path:
         document = json_document(energy.results, energy.metadata(), energy.outcomes, int(exitstatus))
         write_json(energy.settings.json_path, document)

@@ -46,6 +46,8 @@ class EnergySession:
         self._meter_started = False
         self._backend: Optional[Backend] = None
         self.results: list[CaseResult | BlockResult] = []
+        # Results recorded by tests still running; see flush_unreported().
+        self._unreported: dict[str, list[CaseResult | BlockResult]] = {}
         self.outcomes: dict[str, str] = {}
         self.started = datetime.now(timezone.utc)
 
@@ -81,6 +83,24 @@ class EnergySession:
             # A failure in setup or teardown is the test's outcome too.
             if not (report.when == "teardown" and report.outcome == "passed"):
                 self.outcomes[report.nodeid] = report.outcome
+
+    def track(self, test_id: str, pending: list[CaseResult | BlockResult]) -> None:
+        """Remember a running test's result list until its reports carry them."""
+        self._unreported[test_id] = pending
+
+    def untrack(self, test_id: str) -> None:
+        self._unreported.pop(test_id, None)
+
+    def flush_unreported(self) -> None:
+        """Keep results of tests that never reported (the run was interrupted)."""
+        for test_id, pending in self._unreported.items():
+            for result in pending:
+                self.results.append(result)
+                self.config.hook.pytest_llm_energy_result(config=self.config, result=result)
+            if pending:
+                self.outcomes.setdefault(test_id, "interrupted")
+            pending.clear()
+        self._unreported.clear()
 
     def close(self) -> None:
         if self._meter_started:

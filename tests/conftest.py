@@ -3,6 +3,14 @@ import sys
 from pathlib import Path
 
 import pytest
+# pytester's in-process runs restore sys.modules afterwards, and a C extension
+# such as torch cannot be imported a second time: import the model stack here,
+# outside every inner run, so inner runs reuse it.
+import safetensors  # noqa: F401
+import tokenizers  # noqa: F401
+import torch  # noqa: F401
+import transformers  # noqa: F401
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
 
 sys.path.insert(0, os.path.dirname(__file__))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 BUILTIN_PREFIX = "builtin:"
 TINY_NAME = "tiny"
 # Bump when the recipe below changes, so stale caches are not reused.
-TINY_REVISION = "2"
+TINY_REVISION = "3"
 TINY_SEED = 1234
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 # Tab, newline, carriage return and printable ASCII.
@@ -49,7 +49,7 @@ def _byte_level_alphabet() -> list[str]:
 
 
 def build_tokenizer():  # -> PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     # The byte-level pre-tokenizer maps each byte to a printable stand-in
@@ -61,6 +61,8 @@ def build_tokenizer():  # -> PreTrainedTokenizerFast
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    # Prompts start with <s>, as Llama-family tokenizers do.
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<pad>",
