@@ -38,39 +38,61 @@ def _sum_phases(phases: Sequence[PhaseEnergy]) -> PhaseEnergy:
     )
 
 
-def table_rows(results: Iterable[CaseResult | BlockResult]) -> list[list[Any]]:
+def short_test_names(test_ids: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """Drop the file part of test ids when every test comes from one file.
+
+    Returns that file ("" when the ids span several files) and a mapping from
+    id to the name to show.
+    """
+    ids = list(dict.fromkeys(test_ids))
+    files = {test_id.partition("::")[0] for test_id in ids}
+    if len(files) != 1 or not all("::" in test_id for test_id in ids):
+        return "", {test_id: test_id for test_id in ids}
+    return files.pop(), {test_id: test_id.partition("::")[2] for test_id in ids}
+
+
+def table_rows(results: Iterable[CaseResult | BlockResult],
+               names: Optional[dict[str, str]] = None) -> list[list[Any]]:
     """One row per test (its generations summed), one per ``measure`` block."""
+    names = names or {}
     cases: "OrderedDict[str, list[CaseResult]]" = OrderedDict()
-    rows: list[list[Any]] = []
-    blocks: list[BlockResult] = []
+    blocks: "OrderedDict[str, list[BlockResult]]" = OrderedDict()
     for result in results:
-        if isinstance(result, CaseResult):
-            cases.setdefault(result.test_id or result.case_id, []).append(result)
-        else:
-            blocks.append(result)
-    for test_id, group in cases.items():
-        prefill = _sum_phases([r.prefill for r in group])
-        decode = _sum_phases([r.decode for r in group])
-        per_token = decode.joules_per_token
-        rows.append([
-            test_id if len(group) == 1 else f"{test_id} ({len(group)} generations)",
-            format_joules(prefill.joules, prefill.below_resolution),
-            format_joules(decode.joules, decode.below_resolution) if decode.tokens else "-",
-            format_joules(prefill.joules + decode.joules, prefill.below_resolution or decode.below_resolution),
-            f"{per_token * 1000:.4g}" if per_token is not None else "-",
-            sum(r.prompt_tokens for r in group),
-            sum(r.new_tokens for r in group),
-            format_seconds(prefill.seconds + decode.seconds),
-            group[0].meter,
-            group[0].meter_kind,
-        ])
-    for block in blocks:
-        rows.append([
-            f"{block.test_id} [{block.label}]", "", "",
-            format_joules(block.energy.joules, block.energy.below_resolution),
-            "", "", "", format_seconds(block.energy.seconds), block.meter, block.meter_kind,
-        ])
+        key = result.test_id or getattr(result, "case_id", "")
+        cases.setdefault(key, [])
+        blocks.setdefault(key, [])
+        (cases if isinstance(result, CaseResult) else blocks)[key].append(result)  # type: ignore[index]
+    rows: list[list[Any]] = []
+    for test_id in cases:
+        name = names.get(test_id, test_id)
+        group = cases[test_id]
+        if group:
+            rows.append(_case_row(name, group))
+        for block in blocks[test_id]:
+            rows.append([
+                f"{name} [{block.label}]", "", "",
+                format_joules(block.energy.joules, block.energy.below_resolution),
+                "", "", "", format_seconds(block.energy.seconds), block.meter, block.meter_kind,
+            ])
     return rows
+
+
+def _case_row(name: str, group: Sequence[CaseResult]) -> list[Any]:
+    prefill = _sum_phases([r.prefill for r in group])
+    decode = _sum_phases([r.decode for r in group])
+    per_token = decode.joules_per_token
+    return [
+        name if len(group) == 1 else f"{name} ({len(group)} generations)",
+        format_joules(prefill.joules, prefill.below_resolution),
+        format_joules(decode.joules, decode.below_resolution) if decode.tokens else "-",
+        format_joules(prefill.joules + decode.joules, prefill.below_resolution or decode.below_resolution),
+        f"{per_token * 1000:.4g}" if per_token is not None else "-",
+        sum(r.prompt_tokens for r in group),
+        sum(r.new_tokens for r in group),
+        format_seconds(prefill.seconds + decode.seconds),
+        group[0].meter,
+        group[0].meter_kind,
+    ]
 
 
 def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
@@ -85,7 +107,10 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
         f"meter {meter.get('name')} ({meter.get('kind')})"
     ]
     lines += [f"note: {n}" for n in meta.get("notices", [])]
-    lines.append(tabulate(table_rows(results), headers=HEADERS, tablefmt="simple",
+    common_file, names = short_test_names(getattr(r, "test_id", "") or getattr(r, "case_id", "") for r in results)
+    if common_file:
+        lines.append(f"tests in {common_file}")
+    lines.append(tabulate(table_rows(results, names), headers=HEADERS, tablefmt="simple",
                           disable_numparse=True, colalign=("left",) + ("right",) * 7 + ("left", "left")))
     cases = [r for r in results if isinstance(r, CaseResult)]
     total = sum(r.total_joules for r in results)

@@ -12,6 +12,8 @@ import torch  # noqa: F401
 import transformers  # noqa: F401
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
 
+pytest_plugins = ["pytester"]
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fake_nvml import FakeClock, FakeGpu, make_fake_pynvml  # noqa: E402
