@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Generator, Optional
+import time
+from typing import Any, Generator, Optional
 
 import pytest
 
@@ -15,6 +16,7 @@ from .session import REPORT_ATTRIBUTE, EnergySession
 session_key = pytest.StashKey[EnergySession]()
 pending_key = pytest.StashKey[EnergyFixture]()
 _COLLECTOR_NAME = "llm-energy-collector"
+_WORKER_MODEL_KEY = "llm_energy_model"
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -47,6 +49,10 @@ def _session(config: pytest.Config) -> Optional[EnergySession]:
     return config.stash.get(session_key, None)
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workeroutput")
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     energy = _session(config)
     if energy is None:
@@ -63,7 +69,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # model that cannot load is one usage error rather than N test errors.
     energy = _session(session.config)
     if energy is not None and any("energy" in getattr(item, "fixturenames", ()) for item in session.items):
-        energy.load_backend()
+        started = time.perf_counter()
+        backend = energy.load_backend()
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and session.config.get_verbosity() >= 0 and not _is_xdist_worker(session.config):
+            info = backend.describe()
+            reporter.write_line(
+                f"llm-energy: loaded {info['id']} on {info['device']} ({info.get('dtype')}, "
+                f"{info.get('parameters', 0) / 1e6:.2f} M parameters) in {time.perf_counter() - started:.1f} s"
+            )
 
 
 @pytest.fixture
@@ -97,7 +111,7 @@ def pytest_runtest_makereport(
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     energy = _session(config)
-    if energy is None or (not energy.results and energy.backend_loaded is None):
+    if energy is None or (not energy.results and not energy.model_loaded):
         return
     terminalreporter.section("llm-energy")
     for line in summary_lines(energy.results, energy.metadata(), energy.meter.resolution_s):
@@ -111,9 +125,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     # Runs on failures and on Ctrl-C too: measured results are never lost.
     energy.flush_unreported()
+    if _is_xdist_worker(session.config):
+        # The controller writes the reports; tell it which model the worker ran.
+        backend = energy.backend_loaded
+        if backend is not None:
+            session.config.workeroutput[_WORKER_MODEL_KEY] = backend.describe()  # type: ignore[attr-defined]
+        return
     if energy.settings.json_path:
         document = json_document(energy.results, energy.metadata(), energy.outcomes, int(exitstatus))
         write_json(energy.settings.json_path, document)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    # pytest-xdist: a worker finished; adopt its model description.
+    energy = _session(node.config)
+    model = getattr(node, "workeroutput", {}).get(_WORKER_MODEL_KEY)
+    if energy is not None and model:
+        energy.worker_model = model
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -45,6 +45,8 @@ class EnergySession:
             raise pytest.UsageError(f"--energy-meter={settings.meter}: {exc}") from None
         self._meter_started = False
         self._backend: Optional[Backend] = None
+        # Under pytest-xdist the controller loads no model: workers report theirs.
+        self.worker_model: Optional[dict[str, Any]] = None
         self.results: list[CaseResult | BlockResult] = []
         # Results recorded by tests still running; see flush_unreported().
         self._unreported: dict[str, list[CaseResult | BlockResult]] = {}
@@ -108,12 +110,22 @@ class EnergySession:
             self._meter_started = False
 
     # -- metadata ---------------------------------------------------------------
+    def _model_description(self) -> dict[str, Any]:
+        if self._backend is not None:
+            return self._backend.describe()
+        if self.worker_model is not None:
+            return dict(self.worker_model)
+        return {"id": self.settings.model, "loaded": False}
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._backend is not None or self.worker_model is not None
+
     def metadata(self) -> dict[str, Any]:
-        backend = self._backend
         return {
             "started": self.started.isoformat(),
             "finished": datetime.now(timezone.utc).isoformat(),
-            "model": backend.describe() if backend else {"id": self.settings.model, "loaded": False},
+            "model": self._model_description(),
             "meter": self.meter.describe(),
             "notices": list(self.notices),
             "generation": {

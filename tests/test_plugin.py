@@ -217,3 +217,46 @@ def test_c_no_meter():
     document = json.loads((pytester.path / "g.json").read_text())
     assert [r["test_id"].split("::")[1] for r in document["results"]] == ["test_a_measures"]
     assert document["results"][0]["meter"] == "nvml" and document["results"][0]["meter_kind"] == "measured"
+
+
+def test_results_cross_xdist_workers(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_generate(energy, n):
+    energy.generate("def f():\\n", max_new_tokens=3 + n)
+""")
+    result = run(pytester, "-n", "2", "--energy-json=x.json")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*model builtin:tiny on cpu, meter estimate (estimated)*"])
+    document = json.loads((pytester.path / "x.json").read_text())
+    assert sorted(r["new_tokens"] for r in document["results"]) == [3, 4, 5, 6]
+    assert document["session"]["model"]["device"] == "cpu"
+    assert len(document["tests"]) == 4
+
+
+def test_short_gpu_windows_are_marked_and_attributed_not_zero(pytester, monkeypatch):
+    import time
+
+    from fake_nvml import FakeGpu, make_fake_pynvml
+
+    # A constant 70 W: any window's true energy is 70 W x its length. The tiny
+    # model's prefill takes milliseconds, far below the counter's 100 ms.
+    gpu = FakeGpu(name="NVIDIA Fake L4", trace=[(0.0, 70.0)])
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", make_fake_pynvml([gpu], time.perf_counter))
+    pytester.makepyfile("""
+def test_short(energy):
+    energy.generate("x", max_new_tokens=2)
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=nvml", "--energy-json=s.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "test_short *[0-9][*] *nvml*measured*",
+        "[*] window shorter than the meter's update period (100 ms): attributed from power samples x time*",
+    ])
+    prefill = json.loads((pytester.path / "s.json").read_text())["results"][0]["prefill"]
+    assert prefill["below_resolution"] and prefill["method"] in ("power-samples", "edge-power")
+    assert prefill["joules"] == pytest.approx(70.0 * prefill["seconds"], rel=1e-6)
+    assert prefill["joules"] > 0

@@ -1,0 +1,61 @@
+"""The terminal table and JSON document, from hand-made results."""
+
+import json
+
+from pytest_llm_energy.report import json_document, short_test_names, summary_lines, table_rows, write_json
+from pytest_llm_energy.results import BlockResult, CaseResult, PhaseEnergy, result_from_dict
+
+META = {"model": {"id": "m", "device": "cuda"}, "meter": {"name": "nvml", "kind": "measured"}, "notices": []}
+
+
+def case(test_id, prefill_j=1.0, decode_j=4.0, decode_tokens=8, short=False):
+    return CaseResult(
+        case_id=test_id, suite="prompt",
+        prefill=PhaseEnergy(prefill_j, 0.02, 10, below_resolution=short, method="power-samples" if short else "counter"),
+        decode=PhaseEnergy(decode_j, 0.5, decode_tokens),
+        meter="nvml", meter_kind="measured", prompt_tokens=10, new_tokens=decode_tokens + 1, test_id=test_id,
+    )
+
+
+def test_rows_sum_generations_per_test_and_follow_with_blocks():
+    results = [
+        case("t.py::a"),
+        case("t.py::a", prefill_j=2.0, decode_j=6.0, decode_tokens=12),
+        BlockResult("post", PhaseEnergy(0.5, 0.1), "nvml", "measured", test_id="t.py::a"),
+        case("t.py::b"),
+    ]
+    file, names = short_test_names(r.test_id for r in results)
+    rows = table_rows(results, names)
+    assert file == "t.py"
+    assert rows[0][:8] == ["a (2 generations)", "3", "10", "13", "500", 20, 22, "1.040"]
+    assert rows[1][0] == "a [post]" and rows[1][3] == "0.5"
+    assert rows[2][0] == "b"
+
+
+def test_ids_from_several_files_stay_whole():
+    file, names = short_test_names(["x.py::a", "y.py::a"])
+    assert file == "" and names == {"x.py::a": "x.py::a", "y.py::a": "y.py::a"}
+
+
+def test_short_windows_are_marked_with_a_footnote():
+    lines = summary_lines([case("t.py::a", short=True)], META, resolution_s=0.1)
+    text = "\n".join(lines)
+    assert "1*" in text
+    assert "* window shorter than the meter's update period (100 ms)" in text
+    assert "estimated" not in text
+
+
+def test_nothing_measured_says_so():
+    assert summary_lines([], META, 0.1) == ["no energy was measured (no test used the energy fixture)"]
+
+
+def test_json_round_trips_results(tmp_path):
+    results = [case("t.py::a", short=True), BlockResult("b", PhaseEnergy(0.5, 0.1), "nvml", "measured", "t.py::a")]
+    document = json_document(results, META, {"t.py::a": "passed"}, 0)
+    path = tmp_path / "deep" / "out.json"
+    write_json(str(path), document)
+    loaded = json.loads(path.read_text())
+    assert [result_from_dict(r) for r in loaded["results"]] == results
+    assert loaded["totals"]["total_joules"] == 5.5 and loaded["totals"]["block_joules"] == 0.5
+    assert loaded["results"][0]["decode"]["joules_per_token"] == 0.5
+    assert list(tmp_path.joinpath("deep").iterdir()) == [path]  # no staging file left behind
