@@ -105,9 +105,9 @@ class EnergySession:
         self._unreported.clear()
 
     def close(self) -> None:
-        if self._meter_started:
-            self.meter.close()
-            self._meter_started = False
+        # Always: a meter that was never started still holds its sensor (NVML).
+        self.meter.close()
+        self._meter_started = False
 
     # -- metadata ---------------------------------------------------------------
     def _model_description(self) -> dict[str, Any]:

