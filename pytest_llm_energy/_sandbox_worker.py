@@ -381,6 +381,21 @@ _COMPILED = {}
 _COMPILED_MAX = 512
 
 
+def _compile_prompt(prompt):
+    """The prompt as a module, for the helpers the test may call.
+
+    HumanEval prompts end with a docstring, a valid body; a bare signature is
+    completed with ``pass``. A prompt that still does not compile contributes
+    nothing (the test then sees only the candidate).
+    """
+    for suffix in ("", "    pass\n", "\n    pass\n"):
+        try:
+            return compile(prompt + suffix, "<prompt>", "exec")
+        except (SyntaxError, ValueError):
+            continue
+    return compile("", "<prompt>", "exec")
+
+
 def _compiled_test(job):
     """Prompt and test compiled once per task: checks of one task repeat them."""
     key = (job["prompt"], job["test"])
@@ -388,7 +403,7 @@ def _compiled_test(job):
     if code is None:
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.clear()
-        code = (compile(job["prompt"], "<prompt>", "exec"), compile(job["test"], "<test>", "exec"))
+        code = (_compile_prompt(job["prompt"]), compile(job["test"], "<test>", "exec"))
         _COMPILED[key] = code
     return code
 
@@ -422,7 +437,10 @@ def run_test(job, requests, replies, deadline):
             raise CandidateError(str(reply["error"]))
         return decode(reply["value"])
 
-    prompt_code, test_code = _compiled_test(job)
+    try:
+        prompt_code, test_code = _compiled_test(job)
+    except (SyntaxError, ValueError) as exc:
+        return "error", "the problem's test does not compile: " + _describe(exc)
     try:
         namespace = {"__name__": "__main__"}
         exec(prompt_code, namespace)
@@ -520,6 +538,8 @@ def run_job(job, candidate, config):
         status, detail = run_test(job, candidate.requests, candidate.replies, started + job["timeout"])
     except CheckTimeout:
         status, detail = "timeout", "no result within %.1f s" % job["timeout"]
+    except Exception as exc:  # a bug here must not take the server down
+        status, detail = "error", "sandbox server: " + _describe(exc)
     finally:
         # Stop the candidate now, whatever it is doing; reaping can wait.
         _kill_all(candidate.pid, config)

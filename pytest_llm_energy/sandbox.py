@@ -108,10 +108,17 @@ def _bwrap_command(as_root: bool, tmp_bytes: int) -> list[str]:
         needed = [prefix, WORKER_SCRIPT.parent.resolve()]
         hidden = {a for a in (_hidden_ancestor(p / "x") for p in needed) if a is not None}
         for ancestor in sorted(hidden):
-            command += ["--tmpfs", str(ancestor)]
-        if hidden:
-            for path in needed:
-                command += ["--ro-bind", str(path), str(path)]
+            command += ["--perms", "0755", "--tmpfs", str(ancestor)]
+        for path in needed:
+            ancestor = next((a for a in hidden if a in path.parents), None)
+            if ancestor is None:
+                continue
+            # bwrap would create the directories leading to a bind mount as
+            # 0700: create them traversable.
+            for directory in reversed(path.parents):
+                if ancestor in directory.parents:
+                    command += ["--perms", "0755", "--dir", str(directory)]
+            command += ["--ro-bind", str(path), str(path)]
         command += ["--cap-drop", "ALL"]
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL", "CAP_FOWNER", "CAP_DAC_OVERRIDE"):
             command += ["--cap-add", cap]

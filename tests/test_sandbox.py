@@ -1,0 +1,342 @@
+"""The sandbox against ordinary and hostile completions, in both isolation modes."""
+
+import os
+import shutil
+import socket
+import time
+
+import pytest
+
+from pytest_llm_energy.sandbox import Sandbox, SandboxError
+
+ADD = {
+    "prompt": "def add(a, b):\n",
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert abs(candidate(-1, 1)) < 1e-9\n",
+    "entry_point": "add",
+}
+PROBE = {
+    "prompt": "def probe():\n",
+    "test": "def check(candidate):\n    assert candidate() == []\n",
+    "entry_point": "probe",
+}
+
+MODES = ["bwrap", "subprocess"]
+
+
+def bwrap_usable():
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        with Sandbox(workers=1, isolation="bwrap"):
+            return True
+    except SandboxError:
+        return False
+
+
+@pytest.fixture(scope="module", params=MODES)
+def box(request):
+    if request.param == "bwrap" and not bwrap_usable():
+        pytest.skip("bubblewrap is not usable here")
+    with Sandbox(workers=2, timeout=2.0, memory_mb=512, isolation=request.param) as sandbox:
+        yield sandbox
+
+
+def sandbox_workers():
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    if b"_sandbox_worker.py" in handle.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def assert_healthy(box):
+    result = box.check(ADD, "    return a + b\n")
+    assert result.passed, result.detail
+
+
+# -- ordinary results ------------------------------------------------------------
+
+def test_correct_completion_passes(box):
+    result = box.check(ADD, "    return a + b\n")
+    assert result.passed and result.status == "passed" and result.detail == ""
+    assert 0 < result.seconds < 2
+
+
+def test_wrong_completion_fails_naming_the_assertion(box):
+    result = box.check(ADD, "    return a - b\n")
+    assert not result.passed and result.status == "failed"
+    assert "AssertionError" in result.detail and "test line 2" in result.detail
+
+
+def test_syntax_error_fails(box):
+    result = box.check(ADD, "    return a +\n")
+    assert result.status == "failed" and "does not compile" in result.detail
+
+
+def test_missing_entry_point_fails(box):
+    result = box.check(ADD, "    return a + b\nadd = 3\n")
+    assert result.status == "failed" and "no function named add" in result.detail
+
+
+def test_exception_in_candidate_fails_with_its_message(box):
+    result = box.check(ADD, "    raise ValueError('nope')\n")
+    assert result.status == "failed" and "ValueError: nope" in result.detail
+
+
+def test_check_many_runs_in_parallel_and_keeps_order(box):
+    items = [(ADD, "    return a + b\n"), (ADD, "    return 0\n")] * 4
+    assert [r.passed for r in box.check_many(items)] == [True, False] * 4
+
+
+def test_cpu_time_of_checks_is_accounted(box):
+    before = box.cpu_seconds
+    box.check(ADD, "    s = 0\n    for i in range(300000):\n        s += i\n    return a + b\n")
+    assert box.cpu_seconds - before > 0.005
+
+
+# -- hostile completions ------------------------------------------------------------
+
+def test_infinite_loop_times_out(box):
+    started = time.monotonic()
+    result = box.check(ADD, "    while True:\n        pass\n", timeout=1.0)
+    assert result.status == "timeout"
+    assert time.monotonic() - started < 5
+    assert_healthy(box)
+
+
+def test_sleeping_forever_times_out_on_the_wall_clock(box):
+    result = box.check(ADD, "    import time\n    time.sleep(100)\n", timeout=1.0)
+    assert result.status == "timeout" and "no result within" in result.detail
+    assert_healthy(box)
+
+
+def test_fork_bomb_cannot_create_processes(box):
+    workers_before = len(sandbox_workers())
+    bomb = (
+        "    import os\n"
+        "    made = 0\n"
+        "    for _ in range(200):\n"
+        "        try:\n"
+        "            if os.fork() == 0:\n"
+        "                while True:\n"
+        "                    os.fork()\n"
+        "            made += 1\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    assert made == 0, made\n"
+        "    return a + b\n"
+    )
+    result = box.check(ADD, bomb)
+    assert result.passed, result.detail  # every fork was refused
+    assert len(sandbox_workers()) == workers_before
+    assert box.check(ADD, "    import subprocess\n    subprocess.run(['true'])\n    return a + b\n").status == "failed"
+    assert box.check(ADD, "    import threading\n    threading.Thread(target=print).start()\n"
+                          "    return a + b\n").status == "failed"
+    assert_healthy(box)
+
+
+def test_memory_bomb_is_contained(box):
+    result = box.check(ADD, "    x = bytearray(8 * 1024 ** 3)\n    return a + b\n")
+    assert result.status == "failed" and "MemoryError" in result.detail
+    result = box.check(ADD, "    x = []\n    while True:\n        x.append(' ' * 10 ** 6)\n")
+    assert result.status in ("failed", "timeout", "error")
+    assert_healthy(box)
+
+
+def runs_as_root_without_namespaces(box):
+    return box.isolation == "subprocess" and not box._config["drop_to_nobody"]
+
+
+def test_files_outside_the_sandbox_are_untouched(box, tmp_path):
+    if runs_as_root_without_namespaces(box):
+        pytest.skip("reduced isolation: checked code runs as root here (see isolation_note)")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.chmod(tmp_path, 0o777)  # even where the directory is open to everyone
+    attack = (
+        "    import os, shutil\n"
+        f"    for action in (lambda: os.remove({str(victim)!r}),\n"
+        f"                   lambda: open({str(tmp_path / 'planted.txt')!r}, 'w').write('x'),\n"
+        f"                   lambda: shutil.rmtree({str(tmp_path)!r}),\n"
+        "                   lambda: open('/etc/planted', 'w').write('x')):\n"
+        "        try:\n"
+        "            action()\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    open('scratch.txt', 'w').write('fine')  # its own directory is writable\n"
+        "    return a + b\n"
+    )
+    result = box.check(ADD, attack)
+    assert result.passed, result.detail
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "planted.txt").exists() and not os.path.exists("/etc/planted")
+
+
+def test_network_connections_are_refused(box):
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    attack = (
+        "    import socket\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'leak')\n"
+        "    return a + b\n"
+    )
+    try:
+        result = box.check(ADD, attack)
+        assert result.status == "failed" and ("PermissionError" in result.detail or "refused" in result.detail)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()
+
+
+def test_environment_secrets_are_not_visible(box, monkeypatch):
+    if runs_as_root_without_namespaces(box):
+        pytest.skip("reduced isolation: checked code runs as root here (see isolation_note)")
+    monkeypatch.setenv("LLM_ENERGY_TEST_SECRET", "hunter2")
+    probe = (
+        "    import os\n"
+        "    found = [k for k, v in os.environ.items() if 'hunter2' in v]\n"
+        "    for pid in os.listdir('/proc'):\n"
+        "        try:\n"
+        "            if b'hunter2' in open('/proc/%s/environ' % pid, 'rb').read():\n"
+        "                found.append(pid)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return found\n"
+    )
+    result = box.check(PROBE, probe)
+    assert result.passed, result.detail
+    assert os.environ["LLM_ENERGY_TEST_SECRET"] == "hunter2"
+
+
+def test_killing_the_parent_leaves_the_harness_working(box):
+    result = box.check(ADD, "    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n    return a + b\n")
+    # Refused (another uid: the call raises), or the worker died and was
+    # replaced; either way later checks still work.
+    assert result.status in ("failed", "error")
+    assert_healthy(box)
+    assert len(sandbox_workers()) >= 2
+
+
+def test_killing_every_visible_process_stays_inside_the_pid_namespace(box):
+    if box.isolation != "bwrap":
+        pytest.skip("only a pid namespace hides the host's processes")
+    attack = (
+        "    import os, signal\n"
+        "    for pid in os.listdir('/proc'):\n"
+        "        if pid.isdigit() and int(pid) != os.getpid():\n"
+        "            try:\n"
+        "                os.kill(int(pid), signal.SIGKILL)\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "    return a + b\n"
+    )
+    box.check(ADD, attack)
+    assert_healthy(box)  # and this test process is still alive to say so
+
+
+@pytest.mark.parametrize("exit_call, status", [
+    ("import sys; sys.exit(0)", "failed"),
+    ("raise SystemExit(0)", "failed"),
+    ("import os; os._exit(0)", "error"),
+])
+def test_exiting_is_never_a_pass(box, exit_call, status):
+    result = box.check(ADD, f"    {exit_call}\n")
+    assert result.status == status and not result.passed
+    # At module level too, before the test could run.
+    result = box.check(ADD, f"    return a + b\n{exit_call}\n")
+    assert not result.passed
+    assert_healthy(box)
+
+
+def test_gigabytes_of_output_go_nowhere(box, capfd):
+    result = box.check(ADD, "    import sys\n    for _ in range(20000):\n        sys.stdout.write('x' * 100000)\n"
+                            "        sys.stderr.write('y' * 100000)\n    return a + b\n", timeout=2.0)
+    assert result.status in ("passed", "timeout")
+    out, err = capfd.readouterr()
+    assert "xxxx" not in out and "yyyy" not in err
+    assert_healthy(box)
+
+
+def test_deep_recursion_is_contained(box):
+    result = box.check(ADD, "    def f(n):\n        return f(n + 1)\n    return f(0)\n")
+    assert result.status == "failed" and "RecursionError" in result.detail
+    result = box.check(ADD, "    import sys\n    sys.setrecursionlimit(10 ** 7)\n"
+                            "    def f(n):\n        return f(n + 1)\n    return f(0)\n")
+    assert not result.passed
+    assert_healthy(box)
+
+
+def test_closing_inherited_descriptors_is_an_error_not_a_pass(box):
+    result = box.check(ADD, "    import os\n    os.closerange(0, 4096)\n    return a + b\n")
+    assert result.status == "error" and not result.passed
+    assert_healthy(box)
+
+
+# -- tampering with the test harness ------------------------------------------
+
+@pytest.mark.parametrize("completion", [
+    # Redefine check after the solution.
+    "    return a - b\n\ndef check(candidate):\n    pass\n",
+    # Patch the builtin the assertions use, then answer wrongly.
+    "    import builtins\n    builtins.abs = lambda x: 0\n    return 0\n",
+    # An object equal to everything.
+    "    class Equal:\n        def __eq__(self, other):\n            return True\n        def __abs__(self):\n"
+    "            return 0\n    return Equal()\n",
+    # Swallow the test into an unterminated string.
+    "    return 0\n'''\n",
+    # Write fake verdicts on every descriptor.
+    "    import os\n    for fd in range(64):\n        try:\n            os.write(fd, b'passed\\n')\n"
+    "        except OSError:\n            pass\n    return 0\n",
+    # Reach into the caller's frame to find and replace the test.
+    "    import sys\n    f = sys._getframe()\n    while f:\n        f.f_globals['check'] = lambda c: None\n"
+    "        f = f.f_back\n    return 0\n",
+    # Install a trace hook that swallows assertions.
+    "    import sys\n    sys.settrace(lambda *a: None)\n    return 0\n",
+], ids=["redefine-check", "patch-builtins", "always-equal", "swallow-test", "forge-verdict", "frame-walk", "settrace"])
+def test_tampering_cannot_turn_a_wrong_answer_into_a_pass(box, completion):
+    result = box.check(ADD, completion)
+    assert not result.passed, result.detail
+    assert result.status in ("failed", "error")
+    assert_healthy(box)
+
+
+# -- construction ----------------------------------------------------------------
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError):
+        Sandbox(workers=0)
+    with pytest.raises(ValueError):
+        Sandbox(timeout=0)
+    with pytest.raises(ValueError):
+        Sandbox(isolation="docker")
+
+
+def test_check_outside_the_context_manager_says_what_to_do():
+    with pytest.raises(SandboxError, match="context manager"):
+        Sandbox().check(ADD, "    return a + b\n")
+
+
+def test_subprocess_mode_reports_reduced_isolation():
+    with Sandbox(workers=1, isolation="subprocess") as sandbox:
+        assert sandbox.isolation == "subprocess"
+        assert "no separate filesystem, network or pid namespace" in sandbox.isolation_note
+        assert sandbox.describe()["isolation"] == "subprocess"
+
+
+def test_workers_stop_with_the_sandbox():
+    with Sandbox(workers=2, isolation="subprocess") as sandbox:
+        pids = [w.proc.pid for w in sandbox._all]
+        assert all(pid in sandbox_workers() for pid in pids)
+    deadline = time.monotonic() + 5
+    while any(pid in sandbox_workers() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid in sandbox_workers() for pid in pids)
