@@ -94,6 +94,10 @@ class EnergyFixture:
         )
         return generation
 
+    def record(self, result: "CaseResult | BlockResult") -> None:
+        """Attach a result measured elsewhere (a HumanEval or LongBench case) to this test."""
+        self.results.append(result)
+
     @contextlib.contextmanager
     def measure(self, label: str) -> Iterator[Measurement]:
         """Meter the energy of the ``with`` block; the result is recorded under ``label``."""
@@ -115,3 +119,35 @@ class EnergyFixture:
             self.results.append(
                 BlockResult(label, measurement.energy, meter.name, meter.kind, test_id=self._test_id)
             )
+
+
+class HumanEvalCase:
+    """One HumanEval task in one babbling mode, handed to a test by ``humaneval_case``."""
+
+    def __init__(self, problem: dict, mode: str, sample: int, energy: EnergyFixture,
+                 session: EnergySession) -> None:
+        self.problem = problem
+        self.task_id: str = problem["task_id"]
+        self.mode = mode
+        self.sample = sample
+        self._energy = energy
+        self._session = session
+        self.result: Optional[CaseResult] = None
+
+    def run(self) -> CaseResult:
+        """Generate with metered phases, check the completion in the sandbox, return the result."""
+        from .tasks.humaneval import run_case
+
+        backend = self._session.load_backend()
+        sandbox = self._session.sandbox()
+        meter = self._session.started_meter()
+        try:
+            result = run_case(self.problem, self.mode, backend, meter, sandbox, self._session.settings.humaneval,
+                              sample=self.sample, test_id=self._energy._test_id)
+        except MeterError as exc:
+            pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+        except ValueError as exc:
+            pytest.fail(f"{self.task_id}: {exc}", pytrace=False)
+        self._energy.record(result)
+        self.result = result
+        return result

@@ -5,7 +5,8 @@ Implement them in a ``conftest.py`` or an installed plugin::
     def pytest_llm_energy_meters(config):
         return {"wallplug": lambda options: WallPlugMeter()}
 
-and select the meter with ``--energy-meter=wallplug``.
+and select the meter with ``--energy-meter=wallplug``. A plugin can also provide
+the model under test (``pytest_llm_energy_make_backend``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ def pytest_llm_energy_meters(config: Any) -> "Mapping[str, MeterFactory]":
     :class:`pytest_llm_energy.meters.MeterOptions`; the factory returns a
     :class:`pytest_llm_energy.meters.Meter` or raises
     :class:`pytest_llm_energy.meters.MeterUnavailable` with a one-line reason.
+    """
+
+
+@hookspec(firstresult=True)
+def pytest_llm_energy_make_backend(config: Any, model: str, device: str, dtype: str) -> Any:
+    """Provide the model under test for ``--energy-model=model``.
+
+    Return a :class:`pytest_llm_energy.backends.Backend` (an HTTP client for a
+    serving stack, a scripted backend for tests...) or None to let the
+    transformers backend load it. Raise
+    :class:`pytest_llm_energy.backends.BackendLoadError` with a one-line reason
+    when it cannot load.
     """
 
 

@@ -14,9 +14,13 @@ from .meters.estimate import DEFAULT_CPU_WATTS_PER_CORE
 from .meters.nvml import DEFAULT_SAMPLE_HZ
 from .meters.rapl import DEFAULT_POWERCAP_ROOT
 from .runner import GenerationConfig
+from .tasks.humaneval import DEFAULT_MAX_NEW_TOKENS as DEFAULT_HUMANEVAL_TOKENS
+from .tasks.humaneval import DEFAULT_STOP, PROMPT_STYLES, HumanEvalSettings, parse_task_selection
 
 DEFAULT_MODEL = "builtin:tiny"
 DEFAULT_MAX_NEW_TOKENS = 128
+DEFAULT_SANDBOX_WORKERS = max(1, min(4, os.cpu_count() or 1))
+BABBLING_MODES = ("off", "stop", "tests", "both")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,38 @@ OPTIONS = [
             f"powercap directory of the RAPL meter (default: {DEFAULT_POWERCAP_ROOT})", "DIR"),
     _Option("--energy-json", "energy_json", None,
             "write every result and the session metadata as JSON to PATH", "PATH"),
+    _Option("--humaneval-tasks", "humaneval_tasks", None,
+            "HumanEval tasks to run, overriding the humaneval marker: all, N, N-M, lists "
+            "such as 0-9,42 (default: the marker's tasks, else all)", "SPEC"),
+    _Option("--humaneval-max-new-tokens", "humaneval_max_new_tokens", DEFAULT_HUMANEVAL_TOKENS,
+            f"cap on generated tokens per HumanEval case (default: {DEFAULT_HUMANEVAL_TOKENS})", "N"),
+    _Option("--humaneval-stop", "humaneval_stop", None,
+            "comma-separated stop strings that end a base model's completion when it is scored, "
+            "with Python escapes (default: the bigcode-evaluation-harness list "
+            + ",".join(s.encode("unicode_escape").decode() for s in DEFAULT_STOP) + ")", "LIST"),
+    _Option("--energy-prompt-style", "energy_prompt_style", "base",
+            "base: the raw prompt; chat: the tokenizer's chat template around an instruction, "
+            "code taken from the reply's fenced block (default: base)", "STYLE"),
+    _Option("--babbling", "babbling", "off",
+            "babbling suppression: off, stop (stop strings and end of function), tests (stop once "
+            "the code so far passes the task's tests) or both (every case with off and with tests) "
+            "(default: off)", "MODE"),
+    _Option("--energy-samples", "energy_samples", 1,
+            "samples per HumanEval task; above 1 reports unbiased pass@k and needs "
+            "--energy-temperature above 0 (default: 1)", "N"),
+    _Option("--min-pass-at-1", "min_pass_at_1", None,
+            "fail the session when HumanEval pass@1 of any babbling mode is below this (0-1)", "P"),
+    _Option("--babbling-max-accuracy-drop", "babbling_max_accuracy_drop", 0.0,
+            "with --babbling=both, fail the session when suppression lowers pass@1 by more than "
+            "this (default: 0)", "P"),
+    _Option("--sandbox-workers", "sandbox_workers", DEFAULT_SANDBOX_WORKERS,
+            f"warm sandbox processes that check generated code (default: {DEFAULT_SANDBOX_WORKERS})", "N"),
+    _Option("--sandbox-timeout", "sandbox_timeout", 3.0,
+            "seconds a check of generated code may take (default: 3)", "S"),
+    _Option("--sandbox-memory-mb", "sandbox_memory_mb", 1024,
+            "address-space limit of checked code in MiB (default: 1024)", "MB"),
+    _Option("--sandbox-isolation", "sandbox_isolation", "auto",
+            "auto (bubblewrap when usable), bwrap (required) or subprocess (default: auto)", "MODE"),
 ]
 
 
@@ -90,6 +126,14 @@ def _convert(config: pytest.Config, flag: str, kind: Callable[[str], Any], check
     return converted
 
 
+def _choice(config: pytest.Config, flag: str, choices: tuple[str, ...]) -> str:
+    name, value = _raw(config, flag)
+    value = str(value).strip()
+    if value not in choices:
+        raise pytest.UsageError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     meter: str
@@ -99,6 +143,20 @@ class Settings:
     meter_options: MeterOptions
     generation: GenerationConfig
     json_path: Optional[str]
+    humaneval_tasks: Optional[str] = None
+    humaneval: HumanEvalSettings = HumanEvalSettings()
+    babbling: str = "off"
+    samples: int = 1
+    min_pass_at_1: Optional[float] = None
+    babbling_max_accuracy_drop: float = 0.0
+    sandbox_workers: int = DEFAULT_SANDBOX_WORKERS
+    sandbox_timeout: float = 3.0
+    sandbox_memory_mb: int = 1024
+    sandbox_isolation: str = "auto"
+
+    @property
+    def babbling_modes(self) -> tuple[str, ...]:
+        return ("off", "tests") if self.babbling == "both" else (self.babbling,)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -124,6 +182,31 @@ class Settings:
                 raise pytest.UsageError(f"--energy-json={json_path}: is a directory, give a file path")
             if os.path.exists(parent) and not os.access(parent, os.W_OK):
                 raise pytest.UsageError(f"--energy-json={json_path}: directory {parent} is not writable")
+        humaneval_tasks = _raw(config, "--humaneval-tasks")[1]
+        if humaneval_tasks:
+            try:
+                parse_task_selection(str(humaneval_tasks))
+            except ValueError as exc:
+                raise pytest.UsageError(f"--humaneval-tasks={humaneval_tasks!r}: {exc}") from None
+        stop_raw = _raw(config, "--humaneval-stop")[1]
+        stops = DEFAULT_STOP
+        if stop_raw:
+            try:
+                stops = tuple(p.encode("latin-1", "backslashreplace").decode("unicode_escape")
+                              for p in str(stop_raw).split(",") if p)
+            except UnicodeDecodeError as exc:
+                raise pytest.UsageError(f"--humaneval-stop={stop_raw!r}: {exc.reason}") from None
+        style = _choice(config, "--energy-prompt-style", PROMPT_STYLES)
+        babbling = _choice(config, "--babbling", BABBLING_MODES)
+        samples = _convert(config, "--energy-samples", int, lambda v: v >= 1, "an integer >= 1")
+        if samples > 1 and temperature == 0:
+            raise pytest.UsageError(
+                f"--energy-samples={samples} needs sampling: set --energy-temperature above 0 "
+                "(0.8 with --energy-top-p=0.95 is common for pass@k)"
+            )
+        min_pass = _raw(config, "--min-pass-at-1")[1]
+        if min_pass not in (None, ""):
+            min_pass = _convert(config, "--min-pass-at-1", float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         return cls(
             meter=str(_raw(config, "--energy-meter")[1]).strip(),
             model=str(_raw(config, "--energy-model")[1]).strip(),
@@ -138,4 +221,24 @@ class Settings:
                 max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed
             ),
             json_path=json_path or None,
+            humaneval_tasks=str(humaneval_tasks) if humaneval_tasks else None,
+            humaneval=HumanEvalSettings(
+                max_new_tokens=_convert(config, "--humaneval-max-new-tokens", int, lambda v: v >= 1,
+                                        "an integer >= 1"),
+                stop=stops,
+                prompt_style=style,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+            ),
+            babbling=babbling,
+            samples=samples,
+            min_pass_at_1=min_pass if min_pass not in (None, "") else None,
+            babbling_max_accuracy_drop=_convert(config, "--babbling-max-accuracy-drop", float,
+                                                lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+            sandbox_workers=_convert(config, "--sandbox-workers", int, lambda v: v >= 1, "an integer >= 1"),
+            sandbox_timeout=_convert(config, "--sandbox-timeout", float, lambda v: v > 0, "a positive number"),
+            sandbox_memory_mb=_convert(config, "--sandbox-memory-mb", int, lambda v: v >= 64,
+                                       "an integer >= 64"),
+            sandbox_isolation=_choice(config, "--sandbox-isolation", ("auto", "bwrap", "subprocess")),
         )

@@ -8,9 +8,11 @@ from typing import Any, Generator, Optional
 import pytest
 
 from . import hookspecs
-from .fixture import EnergyFixture
+from .fixture import EnergyFixture, HumanEvalCase
+from .gates import accuracy_gates
 from .options import Settings, add_options
-from .report import json_document, summary_lines, write_json
+from .report import humaneval_lines, json_document, summary_lines, write_json
+from .tasks.humaneval import DataError, humaneval_parameters, load_problems
 from .session import REPORT_ATTRIBUTE, EnergySession
 
 session_key = pytest.StashKey[EnergySession]()
@@ -30,6 +32,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     # trylast: plugins contributing meters are registered by now.
+    config.addinivalue_line(
+        "markers",
+        "humaneval(tasks='all'): run the test once per HumanEval task (and babbling mode) "
+        "with the humaneval_case fixture; tasks: all, N, N-M, 'HumanEval/N' or a list",
+    )
     energy = EnergySession(config, Settings.from_config(config))
     config.stash[session_key] = energy
     config.pluginmanager.register(_ReportCollector(energy), _COLLECTOR_NAME)
@@ -64,11 +71,34 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "humaneval_case" not in metafunc.fixturenames:
+        return
+    energy = _session(metafunc.config)
+    if energy is None:
+        return
+    marker = metafunc.definition.get_closest_marker("humaneval")
+    spec = energy.settings.humaneval_tasks
+    if spec is None and marker is not None:
+        spec = marker.kwargs.get("tasks", marker.args[0] if marker.args else "all")
+    try:
+        params, ids = humaneval_parameters(spec or "all", energy.settings.babbling_modes, energy.settings.samples)
+    except (ValueError, DataError) as exc:
+        pytest.fail(f"{metafunc.definition.nodeid}: humaneval tasks {spec!r}: {exc}", pytrace=False)
+    metafunc.parametrize("humaneval_case", params, ids=ids, indirect=True)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Load the model before the first test, and only if a test needs it, so a
     # model that cannot load is one usage error rather than N test errors.
     energy = _session(session.config)
     if energy is not None and any("energy" in getattr(item, "fixturenames", ()) for item in session.items):
+        if any("humaneval_case" in getattr(item, "fixturenames", ()) for item in session.items):
+            sandbox = energy.sandbox()
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None and not _is_xdist_worker(session.config):
+                note = f" (reduced isolation: {sandbox.isolation_note})" if sandbox.isolation_note else ""
+                reporter.write_line(f"llm-energy: sandbox {sandbox.isolation}, {sandbox.workers} workers{note}")
         started = time.perf_counter()
         backend = energy.load_backend()
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -89,6 +119,19 @@ def energy(request: pytest.FixtureRequest) -> EnergyFixture:
     request.node.stash[pending_key] = fixture
     session.track(request.node.nodeid, fixture.results)
     return fixture
+
+
+@pytest.fixture
+def humaneval_case(request: pytest.FixtureRequest, energy: EnergyFixture) -> HumanEvalCase:
+    """The HumanEval task of this test; ``humaneval_case.run()`` generates, checks and returns a CaseResult."""
+    param = getattr(request, "param", None)
+    if param is None:
+        pytest.fail("humaneval_case needs the humaneval marker: @pytest.mark.humaneval(tasks='0-9')",
+                    pytrace=False)
+    index, mode, sample = param
+    session = _session(request.config)
+    assert session is not None
+    return HumanEvalCase(dict(load_problems()[index]), mode, sample, energy, session)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -116,6 +159,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     terminalreporter.section("llm-energy")
     for line in summary_lines(energy.results, energy.metadata(), energy.meter.resolution_s):
         terminalreporter.write_line(line)
+    for line in humaneval_lines(energy.results):
+        terminalreporter.write_line(line)
+    if energy.gate_failures:
+        terminalreporter.section("ENERGY GATES", red=True, bold=True)
+        for line in energy.gate_failures:
+            terminalreporter.write_line(f"FAILED {line}", red=True)
 
 
 @pytest.hookimpl(trylast=True)
@@ -125,6 +174,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     # Runs on failures and on Ctrl-C too: measured results are never lost.
     energy.flush_unreported()
+    if not _is_xdist_worker(session.config):
+        energy.gate_failures = accuracy_gates(
+            energy.results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
+        )
+        if energy.gate_failures and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if _is_xdist_worker(session.config):
         # The controller writes the reports; tell it which model the worker ran.
         backend = energy.backend_loaded
@@ -132,7 +187,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.config.workeroutput[_WORKER_MODEL_KEY] = backend.describe()  # type: ignore[attr-defined]
         return
     if energy.settings.json_path:
-        document = json_document(energy.results, energy.metadata(), energy.outcomes, int(exitstatus))
+        document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
+        document["gates"] = {"failed": list(energy.gate_failures)}
         write_json(energy.settings.json_path, document)
 
 

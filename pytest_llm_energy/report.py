@@ -17,6 +17,7 @@ HEADERS = (
     "test", "prefill J", "decode J", "total J", "decode mJ/tok",
     "prompt tok", "new tok", "seconds", "meter", "source",
 )
+SCORE_HEADERS = ("passed", "babble tok")
 SHORT_WINDOW_MARK = "*"
 
 
@@ -51,10 +52,11 @@ def short_test_names(test_ids: Iterable[str]) -> tuple[str, dict[str, str]]:
     return files.pop(), {test_id: test_id.partition("::")[2] for test_id in ids}
 
 
-def table_rows(results: Iterable[CaseResult | BlockResult],
+def table_rows(results: Sequence[CaseResult | BlockResult],
                names: Optional[dict[str, str]] = None) -> list[list[Any]]:
     """One row per test (its generations summed), one per ``measure`` block."""
     names = names or {}
+    scored = any(isinstance(r, CaseResult) and r.passed is not None for r in results)
     cases: "OrderedDict[str, list[CaseResult]]" = OrderedDict()
     blocks: "OrderedDict[str, list[BlockResult]]" = OrderedDict()
     for result in results:
@@ -67,17 +69,17 @@ def table_rows(results: Iterable[CaseResult | BlockResult],
         name = names.get(test_id, test_id)
         group = cases[test_id]
         if group:
-            rows.append(_case_row(name, group))
+            rows.append(_case_row(name, group, scored))
         for block in blocks[test_id]:
             rows.append([
                 f"{name} [{block.label}]", "", "",
                 format_joules(block.energy.joules, block.energy.below_resolution),
                 "", "", "", format_seconds(block.energy.seconds), block.meter, block.meter_kind,
-            ])
+            ] + (["", ""] if scored else []))
     return rows
 
 
-def _case_row(name: str, group: Sequence[CaseResult]) -> list[Any]:
+def _case_row(name: str, group: Sequence[CaseResult], scored: bool = False) -> list[Any]:
     prefill = _sum_phases([r.prefill for r in group])
     decode = _sum_phases([r.decode for r in group])
     per_token = decode.joules_per_token
@@ -92,7 +94,16 @@ def _case_row(name: str, group: Sequence[CaseResult]) -> list[Any]:
         format_seconds(prefill.seconds + decode.seconds),
         group[0].meter,
         group[0].meter_kind,
-    ]
+    ] + (_score_cells(group) if scored else [])
+
+
+def _score_cells(group: Sequence[CaseResult]) -> list[Any]:
+    verdicts = [r.passed for r in group if r.passed is not None]
+    babble = [r.babble_tokens for r in group if r.babble_tokens is not None]
+    passed = "-" if not verdicts else (
+        ("yes" if verdicts[0] else "no") if len(verdicts) == 1 else f"{sum(verdicts)}/{len(verdicts)}"
+    )
+    return [passed, str(sum(babble)) if babble else "-"]
 
 
 def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
@@ -110,8 +121,11 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
     common_file, names = short_test_names(getattr(r, "test_id", "") or getattr(r, "case_id", "") for r in results)
     if common_file:
         lines.append(f"tests in {common_file}")
-    lines.append(tabulate(table_rows(results, names), headers=HEADERS, tablefmt="simple",
-                          disable_numparse=True, colalign=("left",) + ("right",) * 7 + ("left", "left")))
+    rows = table_rows(results, names)
+    scored = bool(rows) and len(rows[0]) > len(HEADERS)
+    headers = HEADERS + (SCORE_HEADERS if scored else ())
+    lines.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                          colalign=("left",) + ("right",) * 7 + ("left", "left") + ("right",) * (len(headers) - 10)))
     cases = [r for r in results if isinstance(r, CaseResult)]
     total = sum(r.total_joules for r in results)
     lines.append(
@@ -169,3 +183,58 @@ def write_json(path: str, document: dict[str, Any]) -> None:
         except OSError:
             pass
         raise
+
+
+def humaneval_lines(results: Sequence[CaseResult | BlockResult], babbled_listed: int = 10) -> list[str]:
+    """Per babbling mode: pass@k, tokens, babble and energy; the saving of suppression."""
+    from .gates import humaneval_by_mode
+    from .tasks.humaneval import pass_at_k_summary
+
+    groups = humaneval_by_mode(results)
+    if not groups:
+        return []
+    rows = []
+    summaries = {}
+    for mode in sorted(groups, key=lambda m: ("off", "stop", "tests").index(m) if m in ("off", "stop", "tests") else 9):
+        group = groups[mode]
+        summary = pass_at_k_summary(group)
+        summaries[mode] = (summary, group)
+        new_tokens = sum(r.new_tokens for r in group)
+        babble = sum(r.babble_tokens or 0 for r in group)
+        rows.append([
+            mode,
+            " ".join(f"pass@{k}={v:.3f}" for k, v in sorted(summary.values.items())),
+            summary.tasks,
+            summary.samples,
+            new_tokens,
+            f"{babble} ({babble / new_tokens:.0%})" if new_tokens else "0",
+            format_joules(sum(r.prefill.joules for r in group)),
+            format_joules(sum(r.decode.joules for r in group)),
+            format_joules(sum(r.total_joules for r in group)),
+        ])
+    lines = ["HumanEval by babbling mode", tabulate(
+        rows, headers=("babbling", "accuracy", "tasks", "samples", "new tok", "babble tok", "prefill J",
+                       "decode J", "total J"),
+        tablefmt="simple", disable_numparse=True)]
+    if "off" in summaries and "tests" in summaries:
+        (off, off_group), (tests, tests_group) = summaries["off"], summaries["tests"]
+        decode_off = sum(r.decode.joules for r in off_group)
+        total_off = sum(r.total_joules for r in off_group)
+        decode_saving = 1 - sum(r.decode.joules for r in tests_group) / decode_off if decode_off else 0.0
+        total_saving = 1 - sum(r.total_joules for r in tests_group) / total_off if total_off else 0.0
+        change = tests.values.get(1, 0.0) - off.values.get(1, 0.0)
+        lines.append(
+            f"suppression (tests vs off): decode energy {-decode_saving:+.1%}, total energy {-total_saving:+.1%}, "
+            f"pass@1 {change:+.3f}"
+        )
+    babbled = sorted(
+        {(r.case_id, r.babbling): r for group in groups.values() for r in group
+         if r.babble_tokens and r.new_tokens}.values(),
+        key=lambda r: -(r.babble_tokens or 0) / r.new_tokens,
+    )
+    if babbled:
+        shown = ", ".join(f"{r.case_id} [{r.babbling}] {r.babble_tokens} tok ({r.babble_tokens / r.new_tokens:.0%})"
+                          for r in babbled[:babbled_listed])
+        more = f" and {len(babbled) - babbled_listed} more" if len(babbled) > babbled_listed else ""
+        lines.append(f"babbled (tokens after the first passing line): {shown}{more}")
+    return lines

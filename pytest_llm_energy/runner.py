@@ -52,6 +52,17 @@ class Generation:
     new_tokens: int
     stop_reason: str
     token_ids: tuple[int, ...] = field(repr=False, default=())
+    # Length of the text after each generated token, when text was tracked
+    # (observers or stop strings): maps a character position to the token
+    # that produced it.
+    text_ends: tuple[int, ...] = field(repr=False, default=())
+
+    def tokens_for(self, chars: int) -> int:
+        """How many generated tokens it took to produce the first ``chars`` characters."""
+        for index, end in enumerate(self.text_ends):
+            if end >= chars:
+                return index + 1
+        return self.new_tokens
 
     @property
     def total_joules(self) -> float:
@@ -62,6 +73,9 @@ class TokenObserver(Protocol):
     """Sees the completion grow; returns True to end the generation.
 
     Observers run inside the decode window, so their cost is metered with it.
+    Optionally they have ``cut_at`` (where the completion should end once they
+    stopped it) and ``finish()`` (called at the end of generation, still
+    inside the decode window, to settle work in flight).
     """
 
     def on_text(self, text: str, new_text: str) -> bool: ...
@@ -171,6 +185,7 @@ def generate(
     first = meter.read()
 
     generated = [token]
+    text_ends: list[int] = []
     reason = STOP_LENGTH
     while True:
         if token in eos:
@@ -178,6 +193,7 @@ def generate(
             break
         if text is not None:
             new_text = text.push(token)
+            text_ends.append(len(text.text))
             if new_text and _any_stops(watchers, text.text, new_text):
                 reason = STOP_STRING if stops is not None and stops.cut_at is not None else STOP_OBSERVER
                 break
@@ -185,6 +201,10 @@ def generate(
             break
         token = pick(decoding.step(token))
         generated.append(token)
+    for watcher in watchers:
+        finish = getattr(watcher, "finish", None)
+        if finish is not None:
+            finish()
     backend.synchronize()
     end = meter.read()
 
@@ -194,11 +214,12 @@ def generate(
     decode = meter.window(first, end, tokens=len(generated) - 1)
 
     if text is not None:
-        completion = text.text
-        if reason == STOP_STRING and stops is not None and stops.cut_at is not None:
-            completion = completion[: stops.cut_at]
-        elif reason != STOP_EOS:
-            completion = backend.decode(generated)  # include a trailing partial character
+        completion = text.text if reason in (STOP_EOS, STOP_STRING, STOP_OBSERVER) else backend.decode(generated)
+        cuts = [c for c in (getattr(w, "cut_at", None) for w in watchers) if c is not None]
+        if cuts:
+            completion = completion[: min(cuts)]
+        if len(text_ends) < len(generated):  # the EOS token adds no text
+            text_ends.append(text_ends[-1] if text_ends else 0)
     else:
         body = generated[:-1] if reason == STOP_EOS else generated
         completion = backend.decode(body)
@@ -210,6 +231,7 @@ def generate(
         new_tokens=len(generated),
         stop_reason=reason,
         token_ids=tuple(generated),
+        text_ends=tuple(text_ends),
     )
 
 

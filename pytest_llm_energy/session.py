@@ -11,9 +11,10 @@ from typing import Any, Optional
 import pytest
 
 from .backends.base import Backend, BackendLoadError
-from .meters import Meter, MeterUnavailable, create_meter
+from .meters import EstimateMeter, Meter, MeterUnavailable, create_meter
 from .options import Settings
 from .results import BlockResult, CaseResult, result_from_dict
+from .sandbox import Sandbox, SandboxError
 
 REPORT_ATTRIBUTE = "llm_energy"
 
@@ -45,12 +46,14 @@ class EnergySession:
             raise pytest.UsageError(f"--energy-meter={settings.meter}: {exc}") from None
         self._meter_started = False
         self._backend: Optional[Backend] = None
+        self._sandbox: Optional[Sandbox] = None
         # Under pytest-xdist the controller loads no model: workers report theirs.
         self.worker_model: Optional[dict[str, Any]] = None
         self.results: list[CaseResult | BlockResult] = []
         # Results recorded by tests still running; see flush_unreported().
         self._unreported: dict[str, list[CaseResult | BlockResult]] = {}
         self.outcomes: dict[str, str] = {}
+        self.gate_failures: list[str] = []
         self.started = datetime.now(timezone.utc)
 
     # -- shared resources ----------------------------------------------------------
@@ -65,8 +68,12 @@ class EnergySession:
         if self._backend is None:
             from .backends.hf import HFBackend
 
+            settings = self.settings
             try:
-                self._backend = HFBackend.load(self.settings.model, self.settings.device, self.settings.dtype)
+                backend = self.config.hook.pytest_llm_energy_make_backend(
+                    config=self.config, model=settings.model, device=settings.device, dtype=settings.dtype
+                )
+                self._backend = backend or HFBackend.load(settings.model, settings.device, settings.dtype)
             except BackendLoadError as exc:
                 raise pytest.UsageError(str(exc)) from None
         return self._backend
@@ -74,6 +81,32 @@ class EnergySession:
     @property
     def backend_loaded(self) -> Optional[Backend]:
         return self._backend
+
+    def sandbox(self) -> Sandbox:
+        """The sandbox that checks generated code, started on first use."""
+        if self._sandbox is None:
+            settings = self.settings
+            sandbox = Sandbox(
+                workers=settings.sandbox_workers,
+                timeout=settings.sandbox_timeout,
+                memory_mb=settings.sandbox_memory_mb,
+                isolation=settings.sandbox_isolation,
+            )
+            try:
+                sandbox.start()
+            except SandboxError as exc:
+                raise pytest.UsageError(f"--sandbox-isolation={settings.sandbox_isolation}: {exc}") from None
+            # Checked code runs in other processes: a CPU-time estimate must
+            # count it explicitly (RAPL sees it anyway; NVML does not meter CPUs).
+            for meter in getattr(self.meter, "meters", [self.meter]):
+                if isinstance(meter, EstimateMeter):
+                    meter.add_cpu_source(lambda: sandbox.cpu_seconds)
+            self._sandbox = sandbox
+        return self._sandbox
+
+    @property
+    def sandbox_started(self) -> Optional[Sandbox]:
+        return self._sandbox
 
     # -- results ---------------------------------------------------------------
     def collect_report(self, report: pytest.TestReport) -> None:
@@ -105,6 +138,9 @@ class EnergySession:
         self._unreported.clear()
 
     def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
         # Always: a meter that was never started still holds its sensor (NVML).
         self.meter.close()
         self._meter_started = False
@@ -128,6 +164,8 @@ class EnergySession:
             "model": self._model_description(),
             "meter": self.meter.describe(),
             "notices": list(self.notices),
+            "sandbox": self._sandbox.describe() if self._sandbox is not None else None,
+            "babbling": self.settings.babbling,
             "generation": {
                 "max_new_tokens": self.settings.generation.max_new_tokens,
                 "temperature": self.settings.generation.temperature,

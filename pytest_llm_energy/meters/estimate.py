@@ -46,9 +46,19 @@ class EstimateMeter(Meter):
             raise ValueError("watts per core must be positive")
         self.watts_per_core = watts_per_core
         self._cpu_seconds = cpu_seconds
+        self._extra_sources: list[Callable[[], float]] = []
+
+    def add_cpu_source(self, source: Callable[[], float]) -> None:
+        """Count CPU time spent elsewhere on our behalf (say, sandboxed checks).
+
+        ``source`` returns cumulative CPU seconds; only its increase between two
+        reads enters a window.
+        """
+        self._extra_sources.append(source)
 
     def read(self) -> Reading:
-        return Reading(t=self.clock(), joules=self._cpu_seconds() * self.watts_per_core)
+        cpu = self._cpu_seconds() + sum(source() for source in self._extra_sources)
+        return Reading(t=self.clock(), joules=cpu * self.watts_per_core)
 
     def devices(self) -> list[str]:
         return [f"cpu ({os.cpu_count()} cores, {self.watts_per_core:g} W per busy core)"]
