@@ -98,27 +98,30 @@ def _bwrap_command(as_root: bool, tmp_bytes: int) -> list[str]:
         "--setenv", "PATH", "/usr/bin:/bin",
         "--chdir", "/tmp",
     ]
-    if not as_root:
-        command.append("--unshare-user")
-    else:
+    _, prefix = _interpreter()
+    needed = [prefix, WORKER_SCRIPT.parent.resolve()]
+    masked = {Path("/tmp")}
+    if as_root:
         # Checked code runs as nobody, who must still reach the interpreter and
         # this script: replace a private ancestor (such as /root) by an empty
         # tmpfs holding just what is needed, which also hides the rest of it.
-        _, prefix = _interpreter()
-        needed = [prefix, WORKER_SCRIPT.parent.resolve()]
         hidden = {a for a in (_hidden_ancestor(p / "x") for p in needed) if a is not None}
         for ancestor in sorted(hidden):
             command += ["--perms", "0755", "--tmpfs", str(ancestor)]
-        for path in needed:
-            ancestor = next((a for a in hidden if a in path.parents), None)
-            if ancestor is None:
-                continue
-            # bwrap would create the directories leading to a bind mount as
-            # 0700: create them traversable.
-            for directory in reversed(path.parents):
-                if ancestor in directory.parents:
-                    command += ["--perms", "0755", "--dir", str(directory)]
-            command += ["--ro-bind", str(path), str(path)]
+        masked |= hidden
+    for path in needed:
+        # The private /tmp (or a tmpfs above) hides this path: bind it back.
+        root = next((m for m in masked if m in path.parents), None)
+        if root is None:
+            continue
+        # bwrap would create the directories leading to a bind mount as 0700.
+        for directory in reversed(path.parents):
+            if root in directory.parents:
+                command += ["--perms", "0755", "--dir", str(directory)]
+        command += ["--ro-bind", str(path), str(path)]
+    if not as_root:
+        command.append("--unshare-user")
+    else:
         command += ["--cap-drop", "ALL"]
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL", "CAP_FOWNER", "CAP_DAC_OVERRIDE"):
             command += ["--cap-add", cap]

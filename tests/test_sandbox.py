@@ -23,21 +23,20 @@ PROBE = {
 MODES = ["bwrap", "subprocess"]
 
 
-def bwrap_usable():
-    if shutil.which("bwrap") is None:
-        return False
-    try:
-        with Sandbox(workers=1, isolation="bwrap"):
-            return True
-    except SandboxError:
-        return False
-
-
 @pytest.fixture(scope="module", params=MODES)
 def box(request):
-    if request.param == "bwrap" and not bwrap_usable():
-        pytest.skip("bubblewrap is not usable here")
-    with Sandbox(workers=2, timeout=2.0, memory_mb=512, isolation=request.param) as sandbox:
+    if request.param == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    # Installed but failing is a bug to see, unless this machine refuses
+    # namespaces and says so.
+    try:
+        sandbox = Sandbox(workers=2, timeout=2.0, memory_mb=512, isolation=request.param)
+        sandbox.start()
+    except SandboxError as exc:
+        if os.environ.get("LLM_ENERGY_NO_BWRAP_TESTS"):
+            pytest.skip(f"bubblewrap refused here: {exc}")
+        raise
+    with sandbox:
         yield sandbox
 
 
