@@ -132,7 +132,8 @@ def test_fork_bomb_cannot_create_processes(box):
     )
     result = box.check(ADD, bomb)
     assert result.passed, result.detail  # every fork was refused
-    assert len(sandbox_workers()) == workers_before
+    # No process was added (the next candidate may still be forking: <=).
+    assert len(sandbox_workers()) <= workers_before
     assert box.check(ADD, "    import subprocess\n    subprocess.run(['true'])\n    return a + b\n").status == "failed"
     assert box.check(ADD, "    import threading\n    threading.Thread(target=print).start()\n"
                           "    return a + b\n").status == "failed"
