@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from .backends.hf import DTYPES
+from .budgets import Budget, BudgetError, parse_budgets
 from .meters import MeterOptions
 from .meters.estimate import DEFAULT_CPU_WATTS_PER_CORE
 from .meters.nvml import DEFAULT_SAMPLE_HZ
@@ -85,6 +86,11 @@ OPTIONS = [
     _Option("--babbling-max-accuracy-drop", "babbling_max_accuracy_drop", 0.0,
             "with --babbling=both, fail the session when suppression lowers pass@1 by more than "
             "this (default: 0)", "P"),
+    _Option("--energy-idle", "energy_idle", 0.0,
+            "measure idle power for this many seconds before the first test; reports then show net "
+            "energy (gross minus idle power x time) too (default: 0, off)", "SECONDS"),
+    _Option("--energy-budget-basis", "energy_budget_basis", "gross",
+            "check budgets against gross or net energy (net needs --energy-idle) (default: gross)", "BASIS"),
     _Option("--sandbox-workers", "sandbox_workers", DEFAULT_SANDBOX_WORKERS,
             f"warm sandbox processes that check generated code (default: {DEFAULT_SANDBOX_WORKERS})", "N"),
     _Option("--sandbox-timeout", "sandbox_timeout", 3.0,
@@ -98,6 +104,13 @@ OPTIONS = [
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("llm-energy", "energy regression testing of LLMs (pytest-llm-energy)")
+    group.addoption(
+        "--energy-budget", dest="energy_budget", action="append", default=None, metavar="EXPR",
+        help="energy budget, repeatable or comma-separated: 2.5kJ (the run), per-test=20J, prefill=2J, "
+             "decode=15J, decode-per-token=4mJ, suite:humaneval=1kJ, marker:NAME=500J; units J, kJ, mJ, "
+             "Wh, kWh. A test over a per-test budget fails; a run over a run budget fails the session",
+    )
+    parser.addini("energy_budget", help="energy budgets, one expression per line", type="linelist", default=[])
     for opt in OPTIONS:
         dest = opt.flag.lstrip("-").replace("-", "_")
         group.addoption(opt.flag, dest=dest, default=None, metavar=opt.metavar, help=opt.help)
@@ -153,6 +166,9 @@ class Settings:
     sandbox_timeout: float = 3.0
     sandbox_memory_mb: int = 1024
     sandbox_isolation: str = "auto"
+    budgets: tuple[Budget, ...] = ()
+    idle_seconds: float = 0.0
+    budget_basis: str = "gross"
 
     @property
     def babbling_modes(self) -> tuple[str, ...]:
@@ -207,6 +223,15 @@ class Settings:
         min_pass = _raw(config, "--min-pass-at-1")[1]
         if min_pass not in (None, ""):
             min_pass = _convert(config, "--min-pass-at-1", float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        budget_values = config.getoption("energy_budget") or config.getini("energy_budget") or []
+        try:
+            budgets = tuple(parse_budgets(budget_values))
+        except BudgetError as exc:
+            raise pytest.UsageError(f"--energy-budget: {exc}") from None
+        idle_seconds = _convert(config, "--energy-idle", float, lambda v: 0 <= v <= 600, "seconds in [0, 600]")
+        basis = _choice(config, "--energy-budget-basis", ("gross", "net"))
+        if basis == "net" and idle_seconds == 0:
+            raise pytest.UsageError("--energy-budget-basis=net needs --energy-idle=SECONDS to measure idle power")
         return cls(
             meter=str(_raw(config, "--energy-meter")[1]).strip(),
             model=str(_raw(config, "--energy-model")[1]).strip(),
@@ -241,4 +266,7 @@ class Settings:
             sandbox_memory_mb=_convert(config, "--sandbox-memory-mb", int, lambda v: v >= 64,
                                        "an integer >= 64"),
             sandbox_isolation=_choice(config, "--sandbox-isolation", ("auto", "bwrap", "subprocess")),
+            budgets=budgets,
+            idle_seconds=idle_seconds,
+            budget_basis=basis,
         )

@@ -8,12 +8,13 @@ from typing import Any, Generator, Optional
 import pytest
 
 from . import hookspecs
+from .budgets import BudgetError, figures, marker_budgets, run_violations, violation
 from .fixture import EnergyFixture, HumanEvalCase
 from .gates import accuracy_gates
 from .options import Settings, add_options
 from .report import humaneval_lines, json_document, summary_lines, write_json
 from .tasks.humaneval import DataError, humaneval_parameters, load_problems
-from .session import REPORT_ATTRIBUTE, EnergySession
+from .session import REPORT_ATTRIBUTE, REPORT_MARKERS, EnergySession
 
 session_key = pytest.StashKey[EnergySession]()
 pending_key = pytest.StashKey[EnergyFixture]()
@@ -36,6 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "humaneval(tasks='all'): run the test once per HumanEval task (and babbling mode) "
         "with the humaneval_case fixture; tasks: all, N, N-M, 'HumanEval/N' or a list",
+    )
+    config.addinivalue_line(
+        "markers",
+        "energy(budget='20 J', prefill=None, decode=None, decode_per_token='5 mJ'): energy budgets of "
+        "this test; it fails when what it measured exceeds one",
     )
     energy = EnergySession(config, Settings.from_config(config))
     config.stash[session_key] = energy
@@ -101,6 +107,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 reporter.write_line(f"llm-energy: sandbox {sandbox.isolation}, {sandbox.workers} workers{note}")
         started = time.perf_counter()
         backend = energy.load_backend()
+        if energy.settings.idle_seconds > 0 and energy.idle_watts is None:
+            watts = energy.measure_idle()
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None and not _is_xdist_worker(session.config):
+                reporter.write_line(f"llm-energy: idle power {watts:.3g} W over {energy.settings.idle_seconds:g} s "
+                                    f"({energy.meter.name}, {energy.meter.kind})")
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and session.config.get_verbosity() >= 0 and not _is_xdist_worker(session.config):
             info = backend.describe()
@@ -143,7 +155,11 @@ def pytest_runtest_makereport(
     fixture = item.stash.get(pending_key, None)
     if fixture is not None:
         if fixture.results:
+            energy = _session(item.config)
+            if energy is not None and report.when == "call":
+                check_test_budgets(item, report, fixture.results, energy)
             setattr(report, REPORT_ATTRIBUTE, [r.to_dict() for r in fixture.results])
+            setattr(report, REPORT_MARKERS, sorted({m.name for m in item.iter_markers()}))
             fixture.results.clear()
         if report.when == "teardown":
             energy = _session(item.config)
@@ -175,7 +191,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Runs on failures and on Ctrl-C too: measured results are never lost.
     energy.flush_unreported()
     if not _is_xdist_worker(session.config):
-        energy.gate_failures = accuracy_gates(
+        energy.gate_failures = run_violations(
+            energy.settings.budgets, energy.results, energy.markers_of, energy.basis_idle_watts,
+            energy.settings.budget_basis,
+        ) + accuracy_gates(
             energy.results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
         )
         if energy.gate_failures and session.exitstatus == pytest.ExitCode.OK:
@@ -190,6 +209,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
         document["gates"] = {"failed": list(energy.gate_failures)}
         write_json(energy.settings.json_path, document)
+
+
+def check_test_budgets(item: pytest.Item, report: pytest.TestReport, results: list, energy: EnergySession) -> None:
+    """Fail a passing test whose measured energy exceeds one of its budgets."""
+    budgets = [b for b in energy.settings.budgets if b.per_test]
+    for marker in item.iter_markers("energy"):
+        try:
+            budgets += marker_budgets(marker.kwargs)
+        except BudgetError as exc:
+            report.outcome = "failed"
+            report.longrepr = f"@pytest.mark.energy: {exc}"
+            return
+    if not budgets:
+        return
+    fig = figures(results, energy.basis_idle_watts)
+    failures = [m for m in (violation(b, fig, "this test", energy.settings.budget_basis) for b in budgets) if m]
+    if failures and report.outcome == "passed":
+        report.outcome = "failed"
+        report.longrepr = "\n".join(f"energy budget exceeded: {m}" for m in failures)
 
 
 @pytest.hookimpl(optionalhook=True)

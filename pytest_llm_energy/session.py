@@ -17,6 +17,7 @@ from .results import BlockResult, CaseResult, result_from_dict
 from .sandbox import Sandbox, SandboxError
 
 REPORT_ATTRIBUTE = "llm_energy"
+REPORT_MARKERS = "llm_energy_markers"
 
 
 def _version(dist: str) -> Optional[str]:
@@ -54,6 +55,10 @@ class EnergySession:
         self._unreported: dict[str, list[CaseResult | BlockResult]] = {}
         self.outcomes: dict[str, str] = {}
         self.gate_failures: list[str] = []
+        # Marker names of each test that reported results (for marker:NAME budgets).
+        self.markers_of: dict[str, set[str]] = {}
+        # Idle power measured before the first test (--energy-idle).
+        self.idle_watts: Optional[float] = None
         self.started = datetime.now(timezone.utc)
 
     # -- shared resources ----------------------------------------------------------
@@ -109,7 +114,27 @@ class EnergySession:
         return self._sandbox
 
     # -- results ---------------------------------------------------------------
+    def measure_idle(self) -> float:
+        """Idle power of what the meter sees, over ``--energy-idle`` seconds of sleep."""
+        import time
+
+        meter = self.started_meter()
+        start = meter.read()
+        time.sleep(self.settings.idle_seconds)
+        end = meter.read()
+        window = meter.window(start, end)
+        self.idle_watts = window.joules / window.seconds if window.seconds > 0 else 0.0
+        return self.idle_watts
+
+    @property
+    def basis_idle_watts(self) -> float:
+        """Idle power to subtract when budgets are checked against net energy."""
+        return (self.idle_watts or 0.0) if self.settings.budget_basis == "net" else 0.0
+
     def collect_report(self, report: pytest.TestReport) -> None:
+        markers = getattr(report, REPORT_MARKERS, None)
+        if markers:
+            self.markers_of[report.nodeid] = set(markers)
         for data in getattr(report, REPORT_ATTRIBUTE, None) or ():
             result = result_from_dict(data)
             self.results.append(result)
@@ -166,6 +191,10 @@ class EnergySession:
             "notices": list(self.notices),
             "sandbox": self._sandbox.describe() if self._sandbox is not None else None,
             "babbling": self.settings.babbling,
+            "idle": ({"watts": self.idle_watts, "seconds": self.settings.idle_seconds}
+                     if self.idle_watts is not None else None),
+            "budget_basis": self.settings.budget_basis,
+            "budgets": [b.text for b in self.settings.budgets],
             "generation": {
                 "max_new_tokens": self.settings.generation.max_new_tokens,
                 "temperature": self.settings.generation.temperature,
