@@ -62,6 +62,9 @@ OPTIONS = [
             f"powercap directory of the RAPL meter (default: {DEFAULT_POWERCAP_ROOT})", "DIR"),
     _Option("--energy-json", "energy_json", None,
             "write every result and the session metadata as JSON to PATH", "PATH"),
+    _Option("--energy-markdown", "energy_markdown", None,
+            "write the energy report as Markdown to PATH; when GITHUB_STEP_SUMMARY is set it is "
+            "appended there as well", "PATH"),
     _Option("--humaneval-tasks", "humaneval_tasks", None,
             "HumanEval tasks to run, overriding the humaneval marker: all, N, N-M, lists "
             "such as 0-9,42 (default: the marker's tasks, else all)", "SPEC"),
@@ -139,6 +142,20 @@ def _convert(config: pytest.Config, flag: str, kind: Callable[[str], Any], check
     return converted
 
 
+def _output_path(config: pytest.Config, flag: str) -> Optional[str]:
+    """An absolute file path to write, checked before any test runs."""
+    name, value = _raw(config, flag)
+    if not value:
+        return None
+    path = os.path.abspath(os.path.expanduser(str(value)))
+    parent = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise pytest.UsageError(f"{name}={path}: is a directory, give a file path")
+    if os.path.exists(parent) and not os.access(parent, os.W_OK):
+        raise pytest.UsageError(f"{name}={path}: directory {parent} is not writable")
+    return path
+
+
 def _choice(config: pytest.Config, flag: str, choices: tuple[str, ...]) -> str:
     name, value = _raw(config, flag)
     value = str(value).strip()
@@ -166,6 +183,7 @@ class Settings:
     sandbox_timeout: float = 3.0
     sandbox_memory_mb: int = 1024
     sandbox_isolation: str = "auto"
+    markdown_path: Optional[str] = None
     budgets: tuple[Budget, ...] = ()
     idle_seconds: float = 0.0
     budget_basis: str = "gross"
@@ -190,14 +208,7 @@ class Settings:
         if not (device in ("auto", "cpu", "cuda") or
                 (device.startswith("cuda:") and device[5:].isdigit())):
             raise pytest.UsageError(f"--energy-device={device!r}: expected auto, cpu, cuda or cuda:N")
-        json_path = _raw(config, "--energy-json")[1]
-        if json_path:
-            json_path = os.path.abspath(os.path.expanduser(str(json_path)))
-            parent = os.path.dirname(json_path)
-            if os.path.isdir(json_path):
-                raise pytest.UsageError(f"--energy-json={json_path}: is a directory, give a file path")
-            if os.path.exists(parent) and not os.access(parent, os.W_OK):
-                raise pytest.UsageError(f"--energy-json={json_path}: directory {parent} is not writable")
+        json_path = _output_path(config, "--energy-json")
         humaneval_tasks = _raw(config, "--humaneval-tasks")[1]
         if humaneval_tasks:
             try:
@@ -266,6 +277,7 @@ class Settings:
             sandbox_memory_mb=_convert(config, "--sandbox-memory-mb", int, lambda v: v >= 64,
                                        "an integer >= 64"),
             sandbox_isolation=_choice(config, "--sandbox-isolation", ("auto", "bwrap", "subprocess")),
+            markdown_path=_output_path(config, "--energy-markdown"),
             budgets=budgets,
             idle_seconds=idle_seconds,
             budget_basis=basis,

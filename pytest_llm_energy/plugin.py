@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Generator, Optional
 
@@ -12,7 +13,15 @@ from .budgets import BudgetError, figures, marker_budgets, run_violations, viola
 from .fixture import EnergyFixture, HumanEvalCase
 from .gates import accuracy_gates
 from .options import Settings, add_options
-from .report import humaneval_lines, json_document, summary_lines, write_json
+from .report import (
+    humaneval_lines,
+    json_document,
+    junit_properties,
+    markdown_document,
+    summary_lines,
+    write_json,
+    write_markdown,
+)
 from .tasks.humaneval import DataError, humaneval_parameters, load_problems
 from .session import REPORT_ATTRIBUTE, REPORT_MARKERS, EnergySession
 
@@ -158,6 +167,9 @@ def pytest_runtest_makereport(
             energy = _session(item.config)
             if energy is not None and report.when == "call":
                 check_test_budgets(item, report, fixture.results, energy)
+            # junitxml writes the properties of the teardown report, which
+            # shares the item's list.
+            item.user_properties.extend(junit_properties(fixture.results))
             setattr(report, REPORT_ATTRIBUTE, [r.to_dict() for r in fixture.results])
             setattr(report, REPORT_MARKERS, sorted({m.name for m in item.iter_markers()}))
             fixture.results.clear()
@@ -209,6 +221,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
         document["gates"] = {"failed": list(energy.gate_failures)}
         write_json(energy.settings.json_path, document)
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if energy.settings.markdown_path or (summary_path and energy.results):
+        text = markdown_document(energy.results, energy.metadata(), energy.meter.resolution_s, energy.gate_failures)
+        if energy.settings.markdown_path:
+            write_markdown(energy.settings.markdown_path, text)
+        if summary_path:
+            write_markdown(summary_path, text, append=True)
 
 
 def check_test_budgets(item: pytest.Item, report: pytest.TestReport, results: list, energy: EnergySession) -> None:

@@ -107,7 +107,7 @@ def _score_cells(group: Sequence[CaseResult]) -> list[Any]:
 
 
 def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
-                  resolution_s: float) -> list[str]:
+                  resolution_s: float, tablefmt: str = "simple") -> list[str]:
     """The terminal summary: a header naming the sources, the table, footnotes."""
     if not results:
         return ["no energy was measured (no test used the energy fixture)"]
@@ -123,8 +123,10 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
         lines.append(f"tests in {common_file}")
     rows = table_rows(results, names)
     scored = bool(rows) and len(rows[0]) > len(HEADERS)
+    if tablefmt == "github":  # a "|" in a test id would split a Markdown cell
+        rows = [[str(cell).replace("|", "\\|") for cell in row] for row in rows]
     headers = HEADERS + (SCORE_HEADERS if scored else ())
-    lines.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+    lines.append(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True,
                           colalign=("left",) + ("right",) * 7 + ("left", "left") + ("right",) * (len(headers) - 10)))
     cases = [r for r in results if isinstance(r, CaseResult)]
     total = sum(r.total_joules for r in results)
@@ -185,7 +187,8 @@ def write_json(path: str, document: dict[str, Any]) -> None:
         raise
 
 
-def humaneval_lines(results: Sequence[CaseResult | BlockResult], babbled_listed: int = 10) -> list[str]:
+def humaneval_lines(results: Sequence[CaseResult | BlockResult], babbled_listed: int = 10,
+                    tablefmt: str = "simple") -> list[str]:
     """Per babbling mode: pass@k, tokens, babble and energy; the saving of suppression."""
     from .gates import humaneval_by_mode
     from .tasks.humaneval import pass_at_k_summary
@@ -215,7 +218,7 @@ def humaneval_lines(results: Sequence[CaseResult | BlockResult], babbled_listed:
     lines = ["HumanEval by babbling mode", tabulate(
         rows, headers=("babbling", "accuracy", "tasks", "samples", "new tok", "babble tok", "prefill J",
                        "decode J", "total J"),
-        tablefmt="simple", disable_numparse=True)]
+        tablefmt=tablefmt, disable_numparse=True)]
     if "off" in summaries and "tests" in summaries:
         (off, off_group), (tests, tests_group) = summaries["off"], summaries["tests"]
         decode_off = sum(r.decode.joules for r in off_group)
@@ -238,3 +241,62 @@ def humaneval_lines(results: Sequence[CaseResult | BlockResult], babbled_listed:
         more = f" and {len(babbled) - babbled_listed} more" if len(babbled) > babbled_listed else ""
         lines.append(f"babbled (tokens after the first passing line): {shown}{more}")
     return lines
+
+
+def markdown_document(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any], resolution_s: float,
+                      gate_failures: Sequence[str]) -> str:
+    """The terminal summary as GitHub-flavoured Markdown (for CI job summaries)."""
+    lines = ["## LLM energy", ""]
+    if gate_failures:
+        lines += ["### :x: Energy gates failed", ""] + [f"- {line}" for line in gate_failures] + [""]
+    lines += summary_lines(results, meta, resolution_s, tablefmt="github")
+    humaneval = humaneval_lines(results, tablefmt="github")
+    if humaneval:
+        lines += ["### " + humaneval[0]] + humaneval[1:]
+    # Every block (paragraph, table, heading) stands apart, so a line after a
+    # table is not read as one of its rows.
+    blocks: list[str] = []
+    for line in lines:
+        for part in line.splitlines() or [""]:
+            is_row = part.startswith("|")
+            if blocks and blocks[-1] and part and (blocks[-1].startswith("|") != is_row or not is_row):
+                blocks.append("")
+            blocks.append("\\" + part if part.startswith(SHORT_WINDOW_MARK) else part)
+    return "\n".join(blocks).rstrip() + "\n"
+
+
+def write_markdown(path: str, text: str, append: bool = False) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "a" if append else "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def junit_properties(results: Sequence[CaseResult | BlockResult]) -> list[tuple[str, object]]:
+    """Energy figures of one test as junitxml properties."""
+    cases = [r for r in results if isinstance(r, CaseResult)]
+    blocks = [r for r in results if isinstance(r, BlockResult)]
+    properties: list[tuple[str, object]] = []
+    if cases:
+        prefill = _sum_phases([r.prefill for r in cases])
+        decode = _sum_phases([r.decode for r in cases])
+        properties += [
+            ("energy_prefill_j", round(prefill.joules, 6)),
+            ("energy_decode_j", round(decode.joules, 6)),
+            ("energy_prompt_tokens", sum(r.prompt_tokens for r in cases)),
+            ("energy_new_tokens", sum(r.new_tokens for r in cases)),
+        ]
+        if decode.joules_per_token is not None:
+            properties.append(("energy_decode_j_per_token", round(decode.joules_per_token, 9)))
+        verdicts = [r.passed for r in cases if r.passed is not None]
+        if verdicts:
+            properties.append(("energy_case_passed", sum(verdicts) / len(verdicts)))
+    if blocks:
+        properties.append(("energy_blocks_j", round(sum(r.energy.joules for r in blocks), 6)))
+    if results:
+        properties += [
+            ("energy_total_j", round(sum(r.total_joules for r in results), 6)),
+            ("energy_meter", results[0].meter),
+            ("energy_source", results[0].meter_kind),
+        ]
+    return properties

@@ -260,3 +260,22 @@ def test_short(energy):
     assert prefill["below_resolution"] and prefill["method"] in ("power-samples", "edge-power")
     assert prefill["joules"] == pytest.approx(70.0 * prefill["seconds"], rel=1e-6)
     assert prefill["joules"] > 0
+
+
+def test_markdown_junitxml_and_github_step_summary(pytester, monkeypatch):
+    summary = pytester.path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    pytester.makepyfile(GENERATE_TEST)
+    result = run(pytester, "--energy-markdown=out/energy.md", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1)
+    markdown = (pytester.path / "out" / "energy.md").read_text()
+    assert markdown.startswith("## LLM energy\n") and "| test_generate " in markdown
+    assert summary.read_text() == "earlier step\n" + markdown  # appended, not overwritten
+    import xml.etree.ElementTree as ET
+
+    case = ET.parse(pytester.path / "junit.xml").getroot().find(".//testcase")
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert float(properties["energy_total_j"]) > 0
+    assert properties["energy_meter"] == "estimate" and properties["energy_source"] == "estimated"
+    assert int(properties["energy_prompt_tokens"]) == len("def add(a, b):\n") + 1

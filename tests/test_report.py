@@ -59,3 +59,28 @@ def test_json_round_trips_results(tmp_path):
     assert loaded["totals"]["total_joules"] == 5.5 and loaded["totals"]["block_joules"] == 0.5
     assert loaded["results"][0]["decode"]["joules_per_token"] == 0.5
     assert list(tmp_path.joinpath("deep").iterdir()) == [path]  # no staging file left behind
+
+
+def test_markdown_has_gates_tables_and_escaped_cells():
+    from pytest_llm_energy.report import markdown_document
+
+    results = [case("t.py::a|b", short=True)]
+    text = markdown_document(results, META, 0.1, ["run: gross energy 5 J exceeds budget 1J by 4 J (+400%)"])
+    lines = text.splitlines()
+    assert lines[0] == "## LLM energy"
+    assert "- run: gross energy 5 J exceeds budget 1J by 4 J (+400%)" in lines
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| test") and "a\\|b" in table[2]
+    after = lines[lines.index(table[-1]) + 1]
+    assert after == ""  # a blank line ends the table
+    assert any(line.startswith("\\* window shorter") for line in lines)
+
+
+def test_junit_properties_of_a_test():
+    from pytest_llm_energy.report import junit_properties
+
+    props = dict(junit_properties([case("t.py::a"), BlockResult("b", PhaseEnergy(0.5, 0.1), "nvml", "measured",
+                                                                "t.py::a")]))
+    assert props["energy_prefill_j"] == 1.0 and props["energy_decode_j"] == 4.0
+    assert props["energy_total_j"] == 5.5 and props["energy_blocks_j"] == 0.5
+    assert props["energy_decode_j_per_token"] == 0.5 and props["energy_meter"] == "nvml"
