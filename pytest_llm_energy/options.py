@@ -65,6 +65,9 @@ OPTIONS = [
     _Option("--energy-markdown", "energy_markdown", None,
             "write the energy report as Markdown to PATH; when GITHUB_STEP_SUMMARY is set it is "
             "appended there as well", "PATH"),
+    _Option("--energy-plot", "energy_plot", None,
+            "write PNG charts to DIR: prefill/decode energy per test, babbling off vs on "
+            "(needs matplotlib: pip install 'pytest-llm-energy[plot]')", "DIR"),
     _Option("--humaneval-tasks", "humaneval_tasks", None,
             "HumanEval tasks to run, overriding the humaneval marker: all, N, N-M, lists "
             "such as 0-9,42 (default: the marker's tasks, else all)", "SPEC"),
@@ -156,6 +159,20 @@ def _output_path(config: pytest.Config, flag: str) -> Optional[str]:
     return path
 
 
+def _plot_dir(config: pytest.Config) -> Optional[str]:
+    name, value = _raw(config, "--energy-plot")
+    if not value:
+        return None
+    path = os.path.abspath(os.path.expanduser(str(value)))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise pytest.UsageError(f"{name}={path}: is a file, give a directory")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise pytest.UsageError(f"{name} needs matplotlib: pip install 'pytest-llm-energy[plot]'") from None
+    return path
+
+
 def _choice(config: pytest.Config, flag: str, choices: tuple[str, ...]) -> str:
     name, value = _raw(config, flag)
     value = str(value).strip()
@@ -184,6 +201,7 @@ class Settings:
     sandbox_memory_mb: int = 1024
     sandbox_isolation: str = "auto"
     markdown_path: Optional[str] = None
+    plot_dir: Optional[str] = None
     budgets: tuple[Budget, ...] = ()
     idle_seconds: float = 0.0
     budget_basis: str = "gross"
@@ -278,6 +296,7 @@ class Settings:
                                        "an integer >= 64"),
             sandbox_isolation=_choice(config, "--sandbox-isolation", ("auto", "bwrap", "subprocess")),
             markdown_path=_output_path(config, "--energy-markdown"),
+            plot_dir=_plot_dir(config),
             budgets=budgets,
             idle_seconds=idle_seconds,
             budget_basis=basis,

@@ -12,6 +12,7 @@ from . import hookspecs
 from .budgets import BudgetError, figures, marker_budgets, run_violations, violation
 from .fixture import EnergyFixture, HumanEvalCase
 from .gates import accuracy_gates
+from .plots import write_plots
 from .options import Settings, add_options
 from .report import (
     humaneval_lines,
@@ -189,6 +190,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(line)
     for line in humaneval_lines(energy.results):
         terminalreporter.write_line(line)
+    for path in energy.plots:
+        terminalreporter.write_line(f"plot: {path}")
     if energy.gate_failures:
         terminalreporter.section("ENERGY GATES", red=True, bold=True)
         for line in energy.gate_failures:
@@ -221,6 +224,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
         document["gates"] = {"failed": list(energy.gate_failures)}
         write_json(energy.settings.json_path, document)
+    if energy.settings.plot_dir and energy.results:
+        energy.plots = write_plots(energy.results, energy.settings.plot_dir)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if energy.settings.markdown_path or (summary_path and energy.results):
         text = markdown_document(energy.results, energy.metadata(), energy.meter.resolution_s, energy.gate_failures)

@@ -55,6 +55,7 @@ class EnergySession:
         self._unreported: dict[str, list[CaseResult | BlockResult]] = {}
         self.outcomes: dict[str, str] = {}
         self.gate_failures: list[str] = []
+        self.plots: list[str] = []
         # Marker names of each test that reported results (for marker:NAME budgets).
         self.markers_of: dict[str, set[str]] = {}
         # Idle power measured before the first test (--energy-idle).
