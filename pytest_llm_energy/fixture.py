@@ -14,6 +14,11 @@ from .runner import Generation, GenerationConfig, TokenObserver, generate
 from .session import EnergySession
 
 
+def repeats(count: int) -> list[Optional[int]]:
+    """Repetition indices to run: one unrecorded warm-up (None) first when repeating."""
+    return list(range(count)) if count <= 1 else [None, *range(count)]
+
+
 class Measurement:
     """Filled in when its ``energy.measure`` block exits."""
 
@@ -73,26 +78,33 @@ class EnergyFixture:
             pytest.fail(f"energy.generate: {exc}", pytrace=False)
         backend = self._session.load_backend()
         meter = self._session.started_meter()
-        try:
-            generation = generate(backend, meter, prompt, config, observers)
-        except MeterError as exc:
-            pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
-        index = sum(isinstance(r, CaseResult) for r in self.results)
-        self.results.append(
-            CaseResult(
-                case_id=label or (self._test_id if index == 0 else f"{self._test_id}#{index}"),
-                suite="prompt",
-                prefill=generation.prefill,
-                decode=generation.decode,
-                meter=meter.name,
-                meter_kind=meter.kind,
-                prompt_tokens=generation.prompt_tokens,
-                new_tokens=generation.new_tokens,
-                stop_reason=generation.stop_reason,
-                test_id=self._test_id,
+        index = sum(isinstance(r, CaseResult) and r.repeat == 0 for r in self.results)
+        case_id = label or (self._test_id if index == 0 else f"{self._test_id}#{index}")
+        generations = []
+        for repeat in repeats(self._session.settings.repeat):
+            try:
+                generation = generate(backend, meter, prompt, config, observers)
+            except MeterError as exc:
+                pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+            if repeat is None:
+                continue  # the warm-up: caches, allocator, clocks; not recorded
+            generations.append(generation)
+            self.results.append(
+                CaseResult(
+                    case_id=case_id,
+                    suite="prompt",
+                    prefill=generation.prefill,
+                    decode=generation.decode,
+                    meter=meter.name,
+                    meter_kind=meter.kind,
+                    prompt_tokens=generation.prompt_tokens,
+                    new_tokens=generation.new_tokens,
+                    stop_reason=generation.stop_reason,
+                    test_id=self._test_id,
+                    repeat=repeat,
+                )
             )
-        )
-        return generation
+        return generations[0]
 
     def record(self, result: "CaseResult | BlockResult") -> None:
         """Attach a result measured elsewhere (a HumanEval or LongBench case) to this test."""
@@ -141,13 +153,20 @@ class HumanEvalCase:
         backend = self._session.load_backend()
         sandbox = self._session.sandbox()
         meter = self._session.started_meter()
-        try:
-            result = run_case(self.problem, self.mode, backend, meter, sandbox, self._session.settings.humaneval,
-                              sample=self.sample, test_id=self._energy._test_id)
-        except MeterError as exc:
-            pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
-        except ValueError as exc:
-            pytest.fail(f"{self.task_id}: {exc}", pytrace=False)
-        self._energy.record(result)
-        self.result = result
-        return result
+        results = []
+        for repeat in repeats(self._session.settings.repeat):
+            try:
+                result = run_case(self.problem, self.mode, backend, meter, sandbox,
+                                  self._session.settings.humaneval, sample=self.sample,
+                                  test_id=self._energy._test_id)
+            except MeterError as exc:
+                pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+            except ValueError as exc:
+                pytest.fail(f"{self.task_id}: {exc}", pytrace=False)
+            if repeat is None:
+                continue
+            result = replace(result, repeat=repeat)
+            self._energy.record(result)
+            results.append(result)
+        self.result = results[0]
+        return self.result

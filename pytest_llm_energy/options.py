@@ -92,6 +92,9 @@ OPTIONS = [
     _Option("--babbling-max-accuracy-drop", "babbling_max_accuracy_drop", 0.0,
             "with --babbling=both, fail the session when suppression lowers pass@1 by more than "
             "this (default: 0)", "P"),
+    _Option("--energy-repeat", "energy_repeat", 1,
+            "measure every generation N times after one unrecorded warm-up; reports show medians "
+            "(default: 1)", "N"),
     _Option("--energy-idle", "energy_idle", 0.0,
             "measure idle power for this many seconds before the first test; reports then show net "
             "energy (gross minus idle power x time) too (default: 0, off)", "SECONDS"),
@@ -205,6 +208,7 @@ class Settings:
     budgets: tuple[Budget, ...] = ()
     idle_seconds: float = 0.0
     budget_basis: str = "gross"
+    repeat: int = 1
 
     @property
     def babbling_modes(self) -> tuple[str, ...]:
@@ -300,4 +304,5 @@ class Settings:
             budgets=budgets,
             idle_seconds=idle_seconds,
             budget_basis=basis,
+            repeat=_convert(config, "--energy-repeat", int, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"),
         )

@@ -14,6 +14,7 @@ from .fixture import EnergyFixture, HumanEvalCase
 from .gates import accuracy_gates
 from .plots import write_plots
 from .options import Settings, add_options
+from .results import collapse_repeats
 from .report import (
     humaneval_lines,
     json_document,
@@ -170,7 +171,7 @@ def pytest_runtest_makereport(
                 check_test_budgets(item, report, fixture.results, energy)
             # junitxml writes the properties of the teardown report, which
             # shares the item's list.
-            item.user_properties.extend(junit_properties(fixture.results))
+            item.user_properties.extend(junit_properties(collapse_repeats(fixture.results)))
             setattr(report, REPORT_ATTRIBUTE, [r.to_dict() for r in fixture.results])
             setattr(report, REPORT_MARKERS, sorted({m.name for m in item.iter_markers()}))
             fixture.results.clear()
@@ -186,9 +187,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if energy is None or (not energy.results and not energy.model_loaded):
         return
     terminalreporter.section("llm-energy")
-    for line in summary_lines(energy.results, energy.metadata(), energy.meter.resolution_s):
+    for line in summary_lines(energy.summary_results, energy.metadata(), energy.meter.resolution_s):
         terminalreporter.write_line(line)
-    for line in humaneval_lines(energy.results):
+    for line in humaneval_lines(energy.summary_results):
         terminalreporter.write_line(line)
     for path in energy.plots:
         terminalreporter.write_line(f"plot: {path}")
@@ -207,10 +208,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     energy.flush_unreported()
     if not _is_xdist_worker(session.config):
         energy.gate_failures = run_violations(
-            energy.settings.budgets, energy.results, energy.markers_of, energy.basis_idle_watts,
+            energy.settings.budgets, energy.summary_results, energy.markers_of, energy.basis_idle_watts,
             energy.settings.budget_basis,
         ) + accuracy_gates(
-            energy.results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
+            energy.summary_results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
         )
         if energy.gate_failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -225,10 +226,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         document["gates"] = {"failed": list(energy.gate_failures)}
         write_json(energy.settings.json_path, document)
     if energy.settings.plot_dir and energy.results:
-        energy.plots = write_plots(energy.results, energy.settings.plot_dir)
+        energy.plots = write_plots(energy.summary_results, energy.settings.plot_dir)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if energy.settings.markdown_path or (summary_path and energy.results):
-        text = markdown_document(energy.results, energy.metadata(), energy.meter.resolution_s, energy.gate_failures)
+        text = markdown_document(energy.summary_results, energy.metadata(), energy.meter.resolution_s,
+                                 energy.gate_failures)
         if energy.settings.markdown_path:
             write_markdown(energy.settings.markdown_path, text)
         if summary_path:
@@ -247,7 +249,7 @@ def check_test_budgets(item: pytest.Item, report: pytest.TestReport, results: li
             return
     if not budgets:
         return
-    fig = figures(results, energy.basis_idle_watts)
+    fig = figures(collapse_repeats(results), energy.basis_idle_watts)
     failures = [m for m in (violation(b, fig, "this test", energy.settings.budget_basis) for b in budgets) if m]
     if failures and report.outcome == "passed":
         report.outcome = "failed"

@@ -141,6 +141,9 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
         )
     if meter.get("kind") != "measured":
         lines.append("figures marked 'estimated' come from CPU time x watts per core, not a sensor")
+    repeats = max((r.extra.get("repeats", 1) for r in cases), default=1)
+    if repeats > 1:
+        lines.append(f"energies are medians over {repeats} repetitions after a warm-up (--energy-repeat)")
     return lines
 
 

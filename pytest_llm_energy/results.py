@@ -6,7 +6,7 @@ they travel inside pytest reports (and so across xdist workers) as dicts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
 MEASURED = "measured"
@@ -70,6 +70,7 @@ class CaseResult:
     score: Optional[float] = None
     babble_tokens: Optional[int] = None
     test_id: str = ""
+    repeat: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -136,3 +137,54 @@ def result_from_dict(data: dict[str, Any]) -> "CaseResult | BlockResult":
     if data.get("kind") == "block":
         return BlockResult.from_dict(data)
     return CaseResult.from_dict(data)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _median_phase(phases: list[PhaseEnergy]) -> PhaseEnergy:
+    first = phases[0]
+    return replace(
+        first,
+        joules=_median([p.joules for p in phases]),
+        seconds=_median([p.seconds for p in phases]),
+        below_resolution=any(p.below_resolution for p in phases),
+    )
+
+
+def collapse_repeats(results: "list[CaseResult | BlockResult]") -> "list[CaseResult | BlockResult]":
+    """One result per case, its energies the medians over ``--energy-repeat`` repetitions.
+
+    Tokens, verdicts and babble come from the first repetition (greedy
+    decoding repeats them exactly). Order follows first appearance.
+    """
+    groups: dict[tuple[str, str, str], list[CaseResult]] = {}
+    order: list["CaseResult | BlockResult | tuple[str, str, str]"] = []
+    for result in results:
+        if isinstance(result, CaseResult):
+            key = (result.test_id, result.case_id, result.babbling)
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(result)
+        else:
+            order.append(result)
+    collapsed: "list[CaseResult | BlockResult]" = []
+    for item in order:
+        if not isinstance(item, tuple):
+            collapsed.append(item)
+            continue
+        group = sorted(groups[item], key=lambda r: r.repeat)
+        if len(group) == 1:
+            collapsed.append(group[0])
+            continue
+        collapsed.append(replace(
+            group[0],
+            prefill=_median_phase([r.prefill for r in group]),
+            decode=_median_phase([r.decode for r in group]),
+            extra={**group[0].extra, "repeats": len(group)},
+        ))
+    return collapsed

@@ -13,7 +13,7 @@ import pytest
 from .backends.base import Backend, BackendLoadError
 from .meters import EstimateMeter, Meter, MeterUnavailable, create_meter
 from .options import Settings
-from .results import BlockResult, CaseResult, result_from_dict
+from .results import BlockResult, CaseResult, collapse_repeats, result_from_dict
 from .sandbox import Sandbox, SandboxError
 
 REPORT_ATTRIBUTE = "llm_energy"
@@ -163,6 +163,11 @@ class EnergySession:
             pending.clear()
         self._unreported.clear()
 
+    @property
+    def summary_results(self) -> list[CaseResult | BlockResult]:
+        """Results with repetitions collapsed to medians: what reports and gates read."""
+        return collapse_repeats(self.results)
+
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
@@ -195,6 +200,7 @@ class EnergySession:
             "idle": ({"watts": self.idle_watts, "seconds": self.settings.idle_seconds}
                      if self.idle_watts is not None else None),
             "budget_basis": self.settings.budget_basis,
+            "repeat": self.settings.repeat,
             "budgets": [b.text for b in self.settings.budgets],
             "generation": {
                 "max_new_tokens": self.settings.generation.max_new_tokens,

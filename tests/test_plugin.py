@@ -279,3 +279,32 @@ def test_markdown_junitxml_and_github_step_summary(pytester, monkeypatch):
     assert float(properties["energy_total_j"]) > 0
     assert properties["energy_meter"] == "estimate" and properties["energy_source"] == "estimated"
     assert int(properties["energy_prompt_tokens"]) == len("def add(a, b):\n") + 1
+
+
+def test_repeat_records_each_repetition_after_an_unrecorded_warm_up(pytester):
+    pytester.makeconftest("""
+from pytest_llm_energy.meters import Meter, Reading
+
+class Counting(Meter):
+    name = "counting"
+    reads = 0
+
+    def read(self):
+        Counting.reads += 1
+        return Reading(t=float(Counting.reads), joules=float(Counting.reads))
+
+def pytest_llm_energy_meters(config):
+    return {"counting": lambda options: Counting()}
+""")
+    pytester.makepyfile(GENERATE_TEST + """
+def test_reads():
+    from conftest import Counting
+    assert Counting.reads == 3 * 4  # warm-up + 3 repetitions, 3 reads each
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=counting", "--energy-repeat=3",
+                                "--energy-json=r.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*energies are medians over 3 repetitions after a warm-up (--energy-repeat)"])
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert [r["repeat"] for r in results] == [0, 1, 2]
+    assert len({r["case_id"] for r in results}) == 1

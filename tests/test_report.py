@@ -84,3 +84,18 @@ def test_junit_properties_of_a_test():
     assert props["energy_prefill_j"] == 1.0 and props["energy_decode_j"] == 4.0
     assert props["energy_total_j"] == 5.5 and props["energy_blocks_j"] == 0.5
     assert props["energy_decode_j_per_token"] == 0.5 and props["energy_meter"] == "nvml"
+
+
+def test_collapse_repeats_takes_medians_and_keeps_first_verdict():
+    from dataclasses import replace
+
+    from pytest_llm_energy.results import collapse_repeats
+
+    base = case("t.py::a")
+    runs = [replace(base, repeat=i, prefill=PhaseEnergy(j, 0.02, 10), decode=PhaseEnergy(4 * j, 0.5, 8))
+            for i, j in enumerate([3.0, 1.0, 2.0])]
+    block = BlockResult("b", PhaseEnergy(0.5, 0.1), "nvml", "measured", "t.py::a")
+    collapsed = collapse_repeats(runs + [block])
+    assert len(collapsed) == 2 and collapsed[1] is block
+    assert collapsed[0].prefill.joules == 2.0 and collapsed[0].decode.joules == 8.0
+    assert collapsed[0].repeat == 0 and collapsed[0].extra["repeats"] == 3
