@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from .backends.hf import DTYPES
+from .baseline import BaselineError, Bound, check_name, parse_bounds
 from .budgets import Budget, BudgetError, parse_budgets
 from .meters import MeterOptions
 from .meters.estimate import DEFAULT_CPU_WATTS_PER_CORE
@@ -95,6 +96,10 @@ OPTIONS = [
     _Option("--energy-repeat", "energy_repeat", 1,
             "measure every generation N times after one unrecorded warm-up; reports show medians "
             "(default: 1)", "N"),
+    _Option("--energy-compare-fail", "energy_compare_fail", None,
+            "fail the session on regressions against the compared run, e.g. "
+            "decode_j_per_token:10%,total_j:15%,pass_at_1:-0.02 (a regression counts when the whole "
+            "confidence interval of the change lies beyond the bound)", "EXPR"),
     _Option("--energy-idle", "energy_idle", 0.0,
             "measure idle power for this many seconds before the first test; reports then show net "
             "energy (gross minus idle power x time) too (default: 0, off)", "SECONDS"),
@@ -120,9 +125,21 @@ def add_options(parser: pytest.Parser) -> None:
              "Wh, kWh. A test over a per-test budget fails; a run over a run budget fails the session",
     )
     parser.addini("energy_budget", help="energy budgets, one expression per line", type="linelist", default=[])
+    group.addoption(
+        "--energy-save", dest="energy_save", default=None, metavar="NAME",
+        help="save this run as a baseline: .llm-energy/NNNN_NAME.json under the rootdir, with a machine "
+             "fingerprint",
+    )
+    group.addoption(
+        "--energy-compare", dest="energy_compare", nargs="?", const="latest", default=None, metavar="REF",
+        help="compare this run with a saved one: latest (the default), a number, a name (its latest save) "
+             "or a file",
+    )
+    parser.addini("energy_compare", help="saved run to compare with (see --energy-compare)", default=None)
     for opt in OPTIONS:
         dest = opt.flag.lstrip("-").replace("-", "_")
-        group.addoption(opt.flag, dest=dest, default=None, metavar=opt.metavar, help=opt.help)
+        # argparse formats help with %: a literal percent sign must be doubled.
+        group.addoption(opt.flag, dest=dest, default=None, metavar=opt.metavar, help=opt.help.replace("%", "%%"))
         parser.addini(opt.ini, help=opt.help.split(" (default")[0],
                       default=None if opt.default is None else str(opt.default))
 
@@ -209,6 +226,9 @@ class Settings:
     idle_seconds: float = 0.0
     budget_basis: str = "gross"
     repeat: int = 1
+    save_name: Optional[str] = None
+    compare_ref: Optional[str] = None
+    compare_bounds: tuple[Bound, ...] = ()
 
     @property
     def babbling_modes(self) -> tuple[str, ...]:
@@ -265,6 +285,22 @@ class Settings:
         basis = _choice(config, "--energy-budget-basis", ("gross", "net"))
         if basis == "net" and idle_seconds == 0:
             raise pytest.UsageError("--energy-budget-basis=net needs --energy-idle=SECONDS to measure idle power")
+        save_name = config.getoption("energy_save")
+        if save_name is not None:
+            try:
+                check_name(save_name)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--energy-save: {exc}") from None
+        compare_ref = config.getoption("energy_compare") or config.getini("energy_compare") or None
+        bounds_text = _raw(config, "--energy-compare-fail")[1]
+        compare_bounds: tuple[Bound, ...] = ()
+        if bounds_text:
+            try:
+                compare_bounds = tuple(parse_bounds(str(bounds_text)))
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--energy-compare-fail={bounds_text!r}: {exc}") from None
+            if compare_ref is None:
+                raise pytest.UsageError("--energy-compare-fail needs a run to compare with: add --energy-compare")
         return cls(
             meter=str(_raw(config, "--energy-meter")[1]).strip(),
             model=str(_raw(config, "--energy-model")[1]).strip(),
@@ -305,4 +341,7 @@ class Settings:
             idle_seconds=idle_seconds,
             budget_basis=basis,
             repeat=_convert(config, "--energy-repeat", int, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"),
+            save_name=save_name,
+            compare_ref=compare_ref,
+            compare_bounds=compare_bounds,
         )

@@ -15,7 +15,10 @@ from .gates import accuracy_gates
 from .plots import write_plots
 from .options import Settings, add_options
 from .results import collapse_repeats
+from .baseline import BaselineError
 from .report import (
+    comparison_document,
+    comparison_lines,
     humaneval_lines,
     json_document,
     junit_properties,
@@ -191,8 +194,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(line)
     for line in humaneval_lines(energy.summary_results):
         terminalreporter.write_line(line)
+    if energy.comparison is not None:
+        for line in comparison_lines(energy.comparison):
+            terminalreporter.write_line(line)
     for path in energy.plots:
         terminalreporter.write_line(f"plot: {path}")
+    if energy.saved_to:
+        terminalreporter.write_line(f"saved run: {energy.saved_to}")
     if energy.gate_failures:
         terminalreporter.section("ENERGY GATES", red=True, bold=True)
         for line in energy.gate_failures:
@@ -206,24 +214,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     # Runs on failures and on Ctrl-C too: measured results are never lost.
     energy.flush_unreported()
-    if not _is_xdist_worker(session.config):
-        energy.gate_failures = run_violations(
-            energy.settings.budgets, energy.summary_results, energy.markers_of, energy.basis_idle_watts,
-            energy.settings.budget_basis,
-        ) + accuracy_gates(
-            energy.summary_results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
-        )
-        if energy.gate_failures and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if _is_xdist_worker(session.config):
-        # The controller writes the reports; tell it which model the worker ran.
+        # The controller gates and writes the reports; tell it which model the worker ran.
         backend = energy.backend_loaded
         if backend is not None:
             session.config.workeroutput[_WORKER_MODEL_KEY] = backend.describe()  # type: ignore[attr-defined]
         return
+    energy.gate_failures = run_violations(
+        energy.settings.budgets, energy.summary_results, energy.markers_of, energy.basis_idle_watts,
+        energy.settings.budget_basis,
+    ) + accuracy_gates(
+        energy.summary_results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
+    )
+    document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
+    try:
+        energy.gate_failures += energy.finish_comparison(document)
+    except BaselineError as exc:
+        energy.gate_failures.append(f"could not save the baseline: {exc}")
+    if energy.gate_failures and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if energy.settings.json_path:
-        document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
+        document["session"]["exit_status"] = int(session.exitstatus)
         document["gates"] = {"failed": list(energy.gate_failures)}
+        if energy.comparison is not None:
+            document["comparison"] = comparison_document(energy.comparison)
         write_json(energy.settings.json_path, document)
     if energy.settings.plot_dir and energy.results:
         energy.plots = write_plots(energy.summary_results, energy.settings.plot_dir)

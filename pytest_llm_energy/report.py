@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional, Sequence
 from tabulate import tabulate
 
 from .results import BlockResult, CaseResult, PhaseEnergy
+from .stats import DEFAULT_CONFIDENCE
 
 JSON_SCHEMA = "pytest-llm-energy/1"
 HEADERS = (
@@ -303,3 +304,69 @@ def junit_properties(results: Sequence[CaseResult | BlockResult]) -> list[tuple[
             ("energy_source", results[0].meter_kind),
         ]
     return properties
+
+
+def comparison_lines(comparison: Any, limit: int = 30) -> list[str]:
+    """This run against the baseline: per suite, per test, accuracy, and caveats."""
+    lines = [f"comparison with {comparison.baseline}"]
+    for difference in comparison.fingerprint_differences:
+        lines.append(f"warning: the baseline ran elsewhere: {difference}")
+    noise = ", ".join(f"{metric} {n.sigma:.1%} ({n.df} df)" for metric, n in comparison.noise.items() if n)
+    lines.append(f"measurement noise (pooled over tests): {noise}" if noise else
+                 "no repetitions: changes have no confidence interval (use --energy-repeat=5)")
+
+    def cell(change: Any) -> str:
+        if change.low == change.high:
+            return f"{change.estimate:+.1%}"
+        return f"{change.estimate:+.1%} [{change.low:+.1%}, {change.high:+.1%}]"
+
+    rows = []
+    by_scope: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+    for item in list(comparison.suites) + list(comparison.tests):
+        by_scope.setdefault(item.scope, {})[item.metric] = item.change
+    for scope, metrics in list(by_scope.items())[:limit]:
+        total, per_token = metrics.get("total_j"), metrics.get("decode_j_per_token")
+        rows.append([
+            scope,
+            format_joules(total.baseline) if total else "-",
+            format_joules(total.current) if total else "-",
+            cell(total) if total else "-",
+            f"{per_token.baseline * 1000:.4g}" if per_token else "-",
+            f"{per_token.current * 1000:.4g}" if per_token else "-",
+            cell(per_token) if per_token else "-",
+        ])
+    if rows:
+        interval = f"change [{DEFAULT_CONFIDENCE:.1%} CI]"
+        lines.append(tabulate(rows, headers=("test", "total J was", "total J now", interval,
+                                             "decode mJ/tok was", "now", interval),
+                              tablefmt="simple", disable_numparse=True))
+    if len(by_scope) > limit:
+        lines.append(f"... and {len(by_scope) - limit} more (all in the JSON report)")
+    for accuracy in comparison.accuracy:
+        lines.append(f"{accuracy.suite} pass@1: {accuracy.baseline:.3f} -> {accuracy.current:.3f} "
+                     f"({accuracy.delta:+.3f})")
+    if comparison.only_baseline:
+        lines.append(f"only in the baseline: {len(comparison.only_baseline)} test(s), e.g. {comparison.only_baseline[0]}")
+    if comparison.only_current:
+        lines.append(f"new in this run: {len(comparison.only_current)} test(s), e.g. {comparison.only_current[0]}")
+    return lines
+
+
+def comparison_document(comparison: Any) -> dict[str, Any]:
+    def change(item: Any) -> dict[str, Any]:
+        c = item.change
+        return {"scope": item.scope, "metric": item.metric, "baseline": c.baseline, "current": c.current,
+                "change": c.estimate, "low": c.low, "high": c.high, "n_baseline": c.n_baseline,
+                "n_current": c.n_current}
+
+    return {
+        "baseline": str(comparison.baseline),
+        "fingerprint_differences": list(comparison.fingerprint_differences),
+        "noise": {m: ({"sigma": n.sigma, "df": n.df} if n else None) for m, n in comparison.noise.items()},
+        "suites": [change(i) for i in comparison.suites],
+        "tests": [change(i) for i in comparison.tests],
+        "accuracy": [{"suite": a.suite, "baseline": a.baseline, "current": a.current, "delta": a.delta}
+                     for a in comparison.accuracy],
+        "only_baseline": list(comparison.only_baseline),
+        "only_current": list(comparison.only_current),
+    }

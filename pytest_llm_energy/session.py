@@ -11,6 +11,17 @@ from typing import Any, Optional
 import pytest
 
 from .backends.base import Backend, BackendLoadError
+from .baseline import (
+    Baseline,
+    BaselineError,
+    Comparison,
+    compare,
+    comparison_failures,
+    find_run,
+    fingerprint,
+    load_run,
+    save_run,
+)
 from .meters import EstimateMeter, Meter, MeterUnavailable, create_meter
 from .options import Settings
 from .results import BlockResult, CaseResult, collapse_repeats, result_from_dict
@@ -45,6 +56,14 @@ class EnergySession:
             self.meter, self.notices = create_meter(settings.meter, settings.meter_options, extra)
         except MeterUnavailable as exc:
             raise pytest.UsageError(f"--energy-meter={settings.meter}: {exc}") from None
+        self.baseline: Optional[Baseline] = None
+        if settings.compare_ref is not None:
+            try:
+                self.baseline = load_run(find_run(config.rootpath, settings.compare_ref))
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--energy-compare={settings.compare_ref}: {exc}") from None
+        self.comparison: Optional[Comparison] = None
+        self.saved_to: Optional[str] = None
         self._meter_started = False
         self._backend: Optional[Backend] = None
         self._sandbox: Optional[Sandbox] = None
@@ -162,6 +181,24 @@ class EnergySession:
                 self.outcomes.setdefault(test_id, "interrupted")
             pending.clear()
         self._unreported.clear()
+
+    def gpu_fingerprint(self) -> list[dict[str, Any]]:
+        for meter in getattr(self.meter, "meters", [self.meter]):
+            if hasattr(meter, "fingerprint"):
+                return meter.fingerprint()
+        return []
+
+    def finish_comparison(self, document: dict[str, Any]) -> list[str]:
+        """Compare with the baseline and save this run, as asked; returns gate failures."""
+        failures: list[str] = []
+        current = fingerprint(document["session"], self.gpu_fingerprint(), self.config.rootpath)
+        if self.baseline is not None:
+            self.comparison = compare(self.baseline, self.results, current)
+            failures = comparison_failures(self.comparison, self.settings.compare_bounds)
+        if self.settings.save_name is not None and self.results:
+            saved = dict(document, fingerprint=current, name=self.settings.save_name)
+            self.saved_to = str(save_run(self.config.rootpath, self.settings.save_name, saved))
+        return failures
 
     @property
     def summary_results(self) -> list[CaseResult | BlockResult]:

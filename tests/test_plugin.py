@@ -308,3 +308,16 @@ def test_reads():
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     assert [r["repeat"] for r in results] == [0, 1, 2]
     assert len({r["case_id"] for r in results}) == 1
+
+
+def test_help_lists_every_option_with_its_ini_name(pytester):
+    from pytest_llm_energy.options import OPTIONS
+
+    result = pytester.runpytest("--help")
+    assert result.ret == 0
+    text = result.stdout.str()
+    assert "energy regression testing of LLMs (pytest-llm-energy)" in text
+    for option in OPTIONS:
+        assert option.flag in text and option.ini in text
+    for flag in ("--energy-budget", "--energy-save", "--energy-compare"):
+        assert flag in text

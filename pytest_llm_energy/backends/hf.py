@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, Optional, Sequence
 
@@ -33,6 +34,35 @@ def resolve_device(requested: str) -> str:
                 )
         return requested
     raise BackendLoadError(f"--energy-device={requested!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_HASH_EDGE_BYTES = 1 << 20
+
+
+def weights_fingerprint(directory: str) -> Optional[str]:
+    """A quick identity of a checkpoint's weights: names, sizes, first and last MiB.
+
+    Hashing multi-GB weights in full on every run would cost minutes; these
+    parts change whenever the weights are retrained, re-quantised or swapped.
+    """
+    if not os.path.isdir(directory):
+        return None
+    digest = hashlib.sha256()
+    found = False
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(WEIGHT_SUFFIXES):
+            continue
+        path = os.path.join(directory, name)
+        size = os.path.getsize(path)
+        digest.update(f"{name}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(_HASH_EDGE_BYTES))
+            if size > 2 * _HASH_EDGE_BYTES:
+                handle.seek(-_HASH_EDGE_BYTES, os.SEEK_END)
+                digest.update(handle.read())
+        found = True
+    return "sha256:" + digest.hexdigest()[:16] if found else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -70,7 +100,8 @@ class HFDecoding(Decoding):
 
 
 class HFBackend(Backend):
-    def __init__(self, model: Any, tokenizer: Any, model_id: str, device: str, revision: str = "") -> None:
+    def __init__(self, model: Any, tokenizer: Any, model_id: str, device: str, revision: str = "",
+                 weights: Optional[str] = None) -> None:
         import torch
 
         self.torch = torch
@@ -79,6 +110,7 @@ class HFBackend(Backend):
         self.model_id = model_id
         self.device = device
         self.revision = revision
+        self.weights = weights
         self.torch_device = torch.device(device)
         eos = tokenizer.eos_token_id
         config_eos = getattr(model.generation_config, "eos_token_id", None)
@@ -137,7 +169,8 @@ class HFBackend(Backend):
         model.eval()
         if not revision:
             revision = getattr(model.config, "_commit_hash", None) or ""
-        return cls(model, tokenizer, model_id=spec, device=resolved, revision=revision)
+        return cls(model, tokenizer, model_id=spec, device=resolved, revision=revision,
+                   weights=weights_fingerprint(path))
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
@@ -161,6 +194,7 @@ class HFBackend(Backend):
         return {
             "id": self.model_id,
             "revision": self.revision,
+            "weights": self.weights,
             "device": self.device,
             "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
             "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -271,6 +271,22 @@ class NvmlMeter(Meter):
     def devices(self) -> list[str]:
         return [g.label for g in self.gpus]
 
+    def fingerprint(self) -> list[dict[str, Any]]:
+        """What identifies these GPUs for a baseline: name, driver, power limit."""
+        nvml = self.nvml
+        try:
+            driver = nvml.nvmlSystemGetDriverVersion()
+        except (AttributeError, nvml.NVMLError):
+            driver = None
+        gpus = []
+        for gpu in self.gpus:
+            try:
+                limit = nvml.nvmlDeviceGetPowerManagementLimit(gpu.handle) / 1000.0
+            except (AttributeError, nvml.NVMLError):
+                limit = None
+            gpus.append({"name": gpu.name, "driver": driver, "power_limit_w": limit})
+        return gpus
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["instant_power_sampler_hz"] = self.sample_hz if self._sampler_ok else 0

@@ -1,0 +1,71 @@
+"""The comparison statistics, proved by simulation: gates that neither flake nor miss."""
+
+import math
+import random
+
+import pytest
+
+from pytest_llm_energy.stats import pooled_noise, relative_change, t_quantile, total_change
+
+
+@pytest.mark.parametrize("p, df, expected", [
+    (0.99, 8, 2.896), (0.975, 4, 2.776), (0.95, 30, 1.697), (0.992, 160, 2.44), (0.975, 10 ** 6, 1.960),
+])
+def test_t_quantiles(p, df, expected):
+    assert t_quantile(p, df) == pytest.approx(expected, rel=0.01)
+
+
+def test_estimate_of_an_exact_shift():
+    change = relative_change([10.0, 11.0, 12.0], [12.0, 13.2, 14.4])  # every value +20%
+    assert change.estimate == pytest.approx(0.2)
+    assert change.low < 0.2 < change.high  # the spread within each group widens the interval
+    exact = relative_change([10.0, 10.0, 10.0], [12.0, 12.0, 12.0])
+    assert exact.low == pytest.approx(0.2) and exact.high == pytest.approx(0.2)  # no spread: no width
+
+
+def test_single_values_give_no_interval():
+    change = relative_change([10.0], [11.0])
+    assert change.estimate == pytest.approx(0.1) and change.low == change.high == change.estimate
+
+
+def test_pooled_noise_of_log_values():
+    noise = pooled_noise([[1.0, math.e], [10.0, 10.0 * math.e]])
+    assert noise.df == 2 and noise.sigma == pytest.approx(math.sqrt(0.5))
+    assert pooled_noise([[1.0], [2.0]]) is None
+
+
+def test_total_change_of_a_suite():
+    change = total_change([([10.0, 10.0], [12.0, 12.0]), ([30.0, 30.0], [30.0, 30.0])], noise=None)
+    assert change.estimate == pytest.approx(0.05) and change.baseline == 40.0 and change.current == 42.0
+
+
+def simulate(shift, bound, tests=20, repeats=5, cv=0.05, runs=300, seed=1):
+    """Share of per-test comparisons flagged as regressions beyond ``bound``."""
+    rng = random.Random(seed)
+    flagged = total = 0
+    for _ in range(runs):
+        pairs = []
+        for _ in range(tests):
+            level = rng.uniform(0.5, 50.0)  # tests differ in size; noise is relative
+            baseline = [level * rng.lognormvariate(0, cv) for _ in range(repeats)]
+            current = [level * (1 + shift) * rng.lognormvariate(0, cv) for _ in range(repeats)]
+            pairs.append((baseline, current))
+        noise = pooled_noise([group for pair in pairs for group in pair])
+        for baseline, current in pairs:
+            flagged += relative_change(baseline, current, noise).beyond(bound)
+            total += 1
+    return flagged / total
+
+
+def test_no_change_rarely_fails_the_gate():
+    # 5% noise, 5 repetitions, a gate on any regression (bound 0): 6000 comparisons.
+    assert simulate(shift=0.0, bound=0.0) <= 0.01
+
+
+def test_a_15_percent_regression_is_caught():
+    assert simulate(shift=0.15, bound=0.0) >= 0.95
+
+
+def test_a_bound_tolerates_changes_within_it():
+    assert simulate(shift=0.05, bound=0.10, runs=100) == 0.0
+    assert simulate(shift=0.30, bound=0.10, runs=100) >= 0.95
