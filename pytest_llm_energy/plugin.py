@@ -187,7 +187,11 @@ def pytest_runtest_makereport(
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     energy = _session(config)
-    if energy is None or (not energy.results and not energy.model_loaded):
+    if energy is None:
+        return
+    settings = energy.settings
+    asked = bool(settings.budgets or settings.compare_ref or settings.save_name or settings.min_pass_at_1)
+    if not energy.results and not energy.model_loaded and not asked:
         return
     terminalreporter.section("llm-energy")
     for line in summary_lines(energy.summary_results, energy.metadata(), energy.meter.resolution_s):

@@ -135,6 +135,10 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
         f"total {format_joules(total)} J over {len(cases)} generation(s)"
         f" and {len(results) - len(cases)} measured block(s)"
     )
+    groups = group_totals(results)
+    if len(groups) > 1:
+        lines.append("by suite and babbling mode: " + ", ".join(
+            f"{name} {format_joules(joules)} J ({count})" for name, (joules, count) in groups.items()))
     if any(_is_short(r) for r in results):
         lines.append(
             f"{SHORT_WINDOW_MARK} window shorter than the meter's update period "
@@ -146,6 +150,19 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
     if repeats > 1:
         lines.append(f"energies are medians over {repeats} repetitions after a warm-up (--energy-repeat)")
     return lines
+
+
+def group_totals(results: Sequence[CaseResult | BlockResult]) -> "OrderedDict[str, tuple[float, int]]":
+    """Total joules and result count per suite (and babbling mode, where it is not off)."""
+    groups: "OrderedDict[str, tuple[float, int]]" = OrderedDict()
+    for result in results:
+        if isinstance(result, CaseResult):
+            name = result.suite + (f" [{result.babbling}]" if result.babbling != "off" else "")
+        else:
+            name = "measure blocks"
+        joules, count = groups.get(name, (0.0, 0))
+        groups[name] = (joules + result.total_joules, count + 1)
+    return groups
 
 
 def _is_short(result: CaseResult | BlockResult) -> bool:

@@ -321,3 +321,21 @@ def test_help_lists_every_option_with_its_ini_name(pytester):
         assert option.flag in text and option.ini in text
     for flag in ("--energy-budget", "--energy-save", "--energy-compare"):
         assert flag in text
+
+
+def test_nothing_measured_is_said_when_gates_were_asked_for(pytester):
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = run(pytester, "--energy-budget=1J")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*= llm-energy =*", "no energy was measured (no test used the energy fixture)"])
+    assert result.ret == 0
+
+
+def test_totals_by_suite(pytester):
+    pytester.makepyfile(GENERATE_TEST + """
+def test_block(energy):
+    with energy.measure("b"):
+        pass
+""")
+    result = run(pytester)
+    result.stdout.fnmatch_lines(["by suite and babbling mode: prompt * J (1), measure blocks * J (1)"])
