@@ -8,6 +8,8 @@ from typing import Iterator, Optional, Sequence
 
 import pytest
 
+from .amplification import DEFAULT_BINS, DEFAULT_NEW_TOKENS, Bin, default_corpus, prompt_ids_for, summarize, usable_bins
+from .amplification import SUITE as AMPLIFICATION
 from .meters.base import MeterError
 from .results import BlockResult, CaseResult, PhaseEnergy
 from .runner import Generation, GenerationConfig, TokenObserver, generate
@@ -106,6 +108,51 @@ class EnergyFixture:
             )
         return generations[0]
 
+    def amplification(
+        self,
+        bins: Sequence[int] = DEFAULT_BINS,
+        new_tokens: int = DEFAULT_NEW_TOKENS,
+        repeats: int = 3,
+        text: Optional[str] = None,
+    ) -> list[Bin]:
+        """Sweep prompt lengths; return prefill J, decode J/token and amplification per bin.
+
+        Every bin generates ``new_tokens`` tokens (end-of-sequence ignored) after
+        a prompt of exactly that many tokens cut from ``text`` (default: source
+        code of the standard library), ``repeats`` times after one warm-up. Bins
+        that do not fit the model's context are left out.
+        """
+        from .tasks.longbench import model_context
+
+        backend = self._session.load_backend()
+        meter = self._session.started_meter()
+        fit, dropped = usable_bins(bins, model_context(backend), new_tokens)
+        if not fit:
+            pytest.fail(f"energy.amplification: no bin of {list(bins)} fits the model's context "
+                        f"with {new_tokens} new tokens", pytrace=False)
+        corpus = text or default_corpus()
+        config = GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True)
+        recorded: list[CaseResult] = []
+        for length in fit:
+            ids = prompt_ids_for(backend, corpus, length)
+            for repeat in ([None] if length == fit[0] else []) + list(range(repeats)):
+                try:
+                    generation = generate(backend, meter, "", config, prompt_ids=ids)
+                except MeterError as exc:
+                    pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+                if repeat is None:
+                    continue  # warm-up
+                result = CaseResult(
+                    case_id=f"{AMPLIFICATION}/{length}", suite=AMPLIFICATION, prefill=generation.prefill,
+                    decode=generation.decode, meter=meter.name, meter_kind=meter.kind,
+                    prompt_tokens=generation.prompt_tokens, new_tokens=generation.new_tokens,
+                    stop_reason=generation.stop_reason, test_id=self._test_id, repeat=repeat,
+                    extra={"bin": length, "dropped_bins": dropped},
+                )
+                self.results.append(result)
+                recorded.append(result)
+        return summarize(recorded)
+
     def record(self, result: "CaseResult | BlockResult") -> None:
         """Attach a result measured elsewhere (a HumanEval or LongBench case) to this test."""
         self.results.append(result)
@@ -163,6 +210,38 @@ class HumanEvalCase:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
             except ValueError as exc:
                 pytest.fail(f"{self.task_id}: {exc}", pytrace=False)
+            if repeat is None:
+                continue
+            result = replace(result, repeat=repeat)
+            self._energy.record(result)
+            results.append(result)
+        self.result = results[0]
+        return self.result
+
+
+class LongBenchCase:
+    """One LongBench code record, handed to a test by ``longbench_case``."""
+
+    def __init__(self, record: dict, subset: str, energy: EnergyFixture, session: EnergySession) -> None:
+        self.record = record
+        self.subset = subset
+        self._energy = energy
+        self._session = session
+        self.result: Optional[CaseResult] = None
+
+    def run(self) -> CaseResult:
+        """Generate the next line (greedy, 64 tokens) with metered phases; return a scored CaseResult."""
+        from .tasks.longbench import run_case
+
+        backend = self._session.load_backend()
+        meter = self._session.started_meter()
+        results = []
+        for repeat in repeats(self._session.settings.repeat):
+            try:
+                result = run_case(self.record, self.subset, backend, meter, self._session.settings.longbench,
+                                  test_id=self._energy._test_id)
+            except MeterError as exc:
+                pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
             if repeat is None:
                 continue
             result = replace(result, repeat=repeat)

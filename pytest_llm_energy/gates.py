@@ -40,3 +40,14 @@ def accuracy_gates(results: Sequence["CaseResult | BlockResult"], min_pass_at_1:
                 f"{pass1['tests']:.3f}), more than --babbling-max-accuracy-drop={max_accuracy_drop:g}"
             )
     return failures
+
+
+def code_sim_gates(results: Sequence["CaseResult | BlockResult"], min_code_sim: Optional[float]) -> list[str]:
+    scores = [r.score for r in results if isinstance(r, CaseResult) and r.suite == "longbench" and r.score is not None]
+    if min_code_sim is None or not scores:
+        return []
+    mean = sum(scores) / len(scores)
+    if mean < min_code_sim - EPSILON:
+        return [f"LongBench mean code similarity is {mean:.3f} over {len(scores)} cases, "
+                f"below --min-code-sim={min_code_sim:g}"]
+    return []

@@ -18,6 +18,7 @@ from .meters.rapl import DEFAULT_POWERCAP_ROOT
 from .runner import GenerationConfig
 from .tasks.humaneval import DEFAULT_MAX_NEW_TOKENS as DEFAULT_HUMANEVAL_TOKENS
 from .tasks.humaneval import DEFAULT_STOP, PROMPT_STYLES, HumanEvalSettings, parse_task_selection
+from .tasks.longbench import ENV_DIR, LongBenchSettings
 
 DEFAULT_MODEL = "builtin:tiny"
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -105,6 +106,14 @@ OPTIONS = [
             "energy (gross minus idle power x time) too (default: 0, off)", "SECONDS"),
     _Option("--energy-budget-basis", "energy_budget_basis", "gross",
             "check budgets against gross or net energy (net needs --energy-idle) (default: gross)", "BASIS"),
+    _Option("--longbench-dir", "longbench_dir", None,
+            "directory with LongBench v1 code task files (lcc.jsonl, repobench-p.jsonl); default: "
+            "$LONGBENCH_DIR", "DIR"),
+    _Option("--longbench-max-length", "longbench_max_length", None,
+            "cut LongBench prompts longer than N tokens in the middle, as LongBench does (default: the "
+            "model's context minus the 64 generated tokens)", "N"),
+    _Option("--min-code-sim", "min_code_sim", None,
+            "fail the session when the mean LongBench code similarity is below this (0-1)", "S"),
     _Option("--sandbox-workers", "sandbox_workers", DEFAULT_SANDBOX_WORKERS,
             f"warm sandbox processes that check generated code (default: {DEFAULT_SANDBOX_WORKERS})", "N"),
     _Option("--sandbox-timeout", "sandbox_timeout", 3.0,
@@ -226,6 +235,9 @@ class Settings:
     idle_seconds: float = 0.0
     budget_basis: str = "gross"
     repeat: int = 1
+    longbench_dir: Optional[str] = None
+    longbench: LongBenchSettings = LongBenchSettings()
+    min_code_sim: Optional[float] = None
     save_name: Optional[str] = None
     compare_ref: Optional[str] = None
     compare_bounds: tuple[Bound, ...] = ()
@@ -285,6 +297,19 @@ class Settings:
         basis = _choice(config, "--energy-budget-basis", ("gross", "net"))
         if basis == "net" and idle_seconds == 0:
             raise pytest.UsageError("--energy-budget-basis=net needs --energy-idle=SECONDS to measure idle power")
+        longbench_dir = _raw(config, "--longbench-dir")[1] or os.environ.get(ENV_DIR) or None
+        if longbench_dir:
+            longbench_dir = os.path.abspath(os.path.expanduser(str(longbench_dir)))
+            if not os.path.isdir(longbench_dir):
+                raise pytest.UsageError(f"--longbench-dir={longbench_dir}: no such directory "
+                                        "(it should hold lcc.jsonl and repobench-p.jsonl)")
+        longbench_max_length = None
+        if _raw(config, "--longbench-max-length")[1] not in (None, ""):
+            longbench_max_length = _convert(config, "--longbench-max-length", int, lambda v: v >= 16,
+                                            "an integer >= 16")
+        min_code_sim = None
+        if _raw(config, "--min-code-sim")[1] not in (None, ""):
+            min_code_sim = _convert(config, "--min-code-sim", float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         save_name = config.getoption("energy_save")
         if save_name is not None:
             try:
@@ -341,6 +366,9 @@ class Settings:
             idle_seconds=idle_seconds,
             budget_basis=basis,
             repeat=_convert(config, "--energy-repeat", int, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"),
+            longbench_dir=longbench_dir,
+            longbench=LongBenchSettings(max_length=longbench_max_length),
+            min_code_sim=min_code_sim,
             save_name=save_name,
             compare_ref=compare_ref,
             compare_bounds=compare_bounds,

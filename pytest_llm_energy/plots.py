@@ -91,6 +91,28 @@ def plot_babbling(results: Sequence["CaseResult | BlockResult"], path: str) -> s
     return path
 
 
+def plot_amplification(results: Sequence["CaseResult | BlockResult"], path: str) -> str:
+    """Decode energy per token and amplification against prompt length."""
+    from .amplification import summarize
+
+    plt = _pyplot()
+    bins = summarize(results)
+    figure, axes = plt.subplots(figsize=(7, 4))
+    lengths = [b.prompt_tokens for b in bins]
+    axes.plot(lengths, [b.decode_j_per_token * 1000 for b in bins], marker="o", color="#4c72b0")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("prompt tokens")
+    axes.set_ylabel("decode energy per token [mJ]")
+    for b in bins:
+        axes.annotate(f"{b.amplification:+.0%}", (b.prompt_tokens, b.decode_j_per_token * 1000),
+                      textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    axes.set_title("Amplification: longer prompts, costlier decode tokens")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def write_plots(results: Sequence["CaseResult | BlockResult"], directory: str) -> list[str]:
     """Every chart the results support; returns the files written."""
     os.makedirs(directory, exist_ok=True)
@@ -100,4 +122,6 @@ def write_plots(results: Sequence["CaseResult | BlockResult"], directory: str) -
     humaneval_modes = {r.babbling for r in results if isinstance(r, CaseResult) and r.suite == "humaneval"}
     if humaneval_modes:
         written.append(plot_babbling(results, os.path.join(directory, "babbling.png")))
+    if any(isinstance(r, CaseResult) and r.suite == "amplification" for r in results):
+        written.append(plot_amplification(results, os.path.join(directory, "amplification.png")))
     return written

@@ -10,16 +10,18 @@ import pytest
 
 from . import hookspecs
 from .budgets import BudgetError, figures, marker_budgets, run_violations, violation
-from .fixture import EnergyFixture, HumanEvalCase
-from .gates import accuracy_gates
+from .fixture import EnergyFixture, HumanEvalCase, LongBenchCase
+from .gates import accuracy_gates, code_sim_gates
 from .plots import write_plots
 from .options import Settings, add_options
 from .results import collapse_repeats
 from .baseline import BaselineError
 from .report import (
     comparison_document,
+    amplification_lines,
     comparison_lines,
     humaneval_lines,
+    longbench_lines,
     json_document,
     junit_properties,
     markdown_document,
@@ -28,6 +30,8 @@ from .report import (
     write_markdown,
 )
 from .tasks.humaneval import DataError, humaneval_parameters, load_problems
+from .tasks.longbench import DataError as LongBenchDataError
+from .tasks.longbench import longbench_parameters
 from .session import REPORT_ATTRIBUTE, REPORT_MARKERS, EnergySession
 
 session_key = pytest.StashKey[EnergySession]()
@@ -56,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "energy(budget='20 J', prefill=None, decode=None, decode_per_token='5 mJ'): energy budgets of "
         "this test; it fails when what it measured exceeds one",
+    )
+    config.addinivalue_line(
+        "markers",
+        "longbench(subset='lcc', limit=None, languages=None): run the test once per LongBench code "
+        "record (lcc or repobench-p) with the longbench_case fixture; data from --longbench-dir",
     )
     energy = EnergySession(config, Settings.from_config(config))
     config.stash[session_key] = energy
@@ -92,10 +101,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "humaneval_case" not in metafunc.fixturenames:
-        return
     energy = _session(metafunc.config)
     if energy is None:
+        return
+    if "longbench_case" in metafunc.fixturenames:
+        _parametrize_longbench(metafunc, energy)
+    if "humaneval_case" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("humaneval")
     spec = energy.settings.humaneval_tasks
@@ -108,10 +119,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("humaneval_case", params, ids=ids, indirect=True)
 
 
+def _parametrize_longbench(metafunc: pytest.Metafunc, energy: EnergySession) -> None:
+    marker = metafunc.definition.get_closest_marker("longbench")
+    kwargs = dict(marker.kwargs) if marker is not None else {}
+    subset = kwargs.get("subset", marker.args[0] if marker is not None and marker.args else "lcc")
+    try:
+        params, ids, skipped = longbench_parameters(
+            energy.settings.longbench_dir or "", subset, kwargs.get("limit"), kwargs.get("languages"))
+    except LongBenchDataError as exc:
+        # A usage error, raised once collection is over (one line, exit code 4).
+        energy.data_errors.append(f"{metafunc.definition.nodeid}: {exc}")
+        params, ids, skipped = [], [], []
+    for line in skipped:
+        if line not in energy.notices:
+            energy.notices.append(f"skipped malformed LongBench record {line}")
+    metafunc.parametrize("longbench_case", params, ids=ids, indirect=True)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Load the model before the first test, and only if a test needs it, so a
     # model that cannot load is one usage error rather than N test errors.
     energy = _session(session.config)
+    if energy is not None and energy.data_errors:
+        raise pytest.UsageError(energy.data_errors[0])
     if energy is not None and any("energy" in getattr(item, "fixturenames", ()) for item in session.items):
         if any("humaneval_case" in getattr(item, "fixturenames", ()) for item in session.items):
             sandbox = energy.sandbox()
@@ -160,6 +190,19 @@ def humaneval_case(request: pytest.FixtureRequest, energy: EnergyFixture) -> Hum
     return HumanEvalCase(dict(load_problems()[index]), mode, sample, energy, session)
 
 
+@pytest.fixture
+def longbench_case(request: pytest.FixtureRequest, energy: EnergyFixture) -> LongBenchCase:
+    """The LongBench record of this test; ``longbench_case.run()`` generates, scores and returns a CaseResult."""
+    param = getattr(request, "param", None)
+    if param is None:
+        pytest.fail("longbench_case needs the longbench marker: @pytest.mark.longbench(subset='lcc', limit=20)",
+                    pytrace=False)
+    subset, index = param
+    session = _session(request.config)
+    assert session is not None
+    return LongBenchCase(dict(session.longbench_records(subset)[index]), subset, energy, session)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -198,6 +241,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(line)
     for line in humaneval_lines(energy.summary_results):
         terminalreporter.write_line(line)
+    for line in longbench_lines(energy.summary_results) + amplification_lines(energy.results):
+        terminalreporter.write_line(line)
     if energy.comparison is not None:
         for line in comparison_lines(energy.comparison):
             terminalreporter.write_line(line)
@@ -229,7 +274,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         energy.settings.budget_basis,
     ) + accuracy_gates(
         energy.summary_results, energy.settings.min_pass_at_1, energy.settings.babbling_max_accuracy_drop
-    )
+    ) + code_sim_gates(energy.summary_results, energy.settings.min_code_sim)
     document = json_document(energy.results, energy.metadata(), energy.outcomes, int(session.exitstatus))
     try:
         energy.gate_failures += energy.finish_comparison(document)

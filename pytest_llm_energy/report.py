@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 import tempfile
 from collections import OrderedDict
 from typing import Any, Iterable, Optional, Sequence
 
 from tabulate import tabulate
 
+from .amplification import summarize as summarize_amplification
 from .results import BlockResult, CaseResult, PhaseEnergy
 from .stats import DEFAULT_CONFIDENCE
+from .tasks.longbench import BUCKETS as LENGTH_BUCKETS
 
 JSON_SCHEMA = "pytest-llm-energy/1"
 HEADERS = (
@@ -146,7 +149,7 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
         )
     if meter.get("kind") != "measured":
         lines.append("figures marked 'estimated' come from CPU time x watts per core, not a sensor")
-    repeats = max((r.extra.get("repeats", 1) for r in cases), default=1)
+    repeats = meta.get("repeat", 1)
     if repeats > 1:
         lines.append(f"energies are medians over {repeats} repetitions after a warm-up (--energy-repeat)")
     return lines
@@ -186,6 +189,7 @@ def json_document(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
             "new_tokens": sum(r.new_tokens for r in cases),
         },
         "tests": [{"test_id": test_id, "outcome": outcome} for test_id, outcome in outcomes.items()],
+        "amplification": [asdict(b) for b in summarize_amplification(results)],
         "results": [r.to_dict() for r in results],
     }
 
@@ -271,9 +275,10 @@ def markdown_document(results: Sequence[CaseResult | BlockResult], meta: dict[st
     if gate_failures:
         lines += ["### :x: Energy gates failed", ""] + [f"- {line}" for line in gate_failures] + [""]
     lines += summary_lines(results, meta, resolution_s, tablefmt="github")
-    humaneval = humaneval_lines(results, tablefmt="github")
-    if humaneval:
-        lines += ["### " + humaneval[0]] + humaneval[1:]
+    for section in (humaneval_lines(results, tablefmt="github"), longbench_lines(results, tablefmt="github"),
+                    amplification_lines(results, tablefmt="github")):
+        if section:
+            lines += ["### " + section[0]] + section[1:]
     # Every block (paragraph, table, heading) stands apart, so a line after a
     # table is not read as one of its rows.
     blocks: list[str] = []
@@ -387,3 +392,50 @@ def comparison_document(comparison: Any) -> dict[str, Any]:
         "only_baseline": list(comparison.only_baseline),
         "only_current": list(comparison.only_current),
     }
+
+
+def longbench_lines(results: Sequence[CaseResult | BlockResult], tablefmt: str = "simple") -> list[str]:
+    """Per subset: mean code similarity and energy; per length bucket: decode energy per token."""
+    cases = [r for r in results if isinstance(r, CaseResult) and r.suite == "longbench"]
+    if not cases:
+        return []
+    rows = []
+    for subset in sorted({r.extra.get("subset", "?") for r in cases}):
+        group = [r for r in cases if r.extra.get("subset") == subset]
+        decode_tokens = sum(r.decode.tokens for r in group)
+        rows.append([
+            subset, len(group), f"{sum(r.score or 0.0 for r in group) / len(group):.3f}",
+            f"{sum(r.prompt_tokens for r in group) / len(group):.0f}",
+            format_joules(sum(r.prefill.joules for r in group)),
+            f"{sum(r.decode.joules for r in group) / decode_tokens * 1000:.4g}" if decode_tokens else "-",
+            sum(bool(r.extra.get("truncated")) for r in group),
+        ])
+    lines = ["LongBench code tasks", tabulate(
+        rows, headers=("subset", "cases", "code sim", "mean prompt tok", "prefill J", "decode mJ/tok", "truncated"),
+        tablefmt=tablefmt, disable_numparse=True)]
+    buckets = []
+    reference = None
+    for _, _, name in LENGTH_BUCKETS:
+        group = [r for r in cases if r.extra.get("length_bucket") == name]
+        tokens = sum(r.decode.tokens for r in group)
+        if not group or not tokens:
+            continue
+        per_token = sum(r.decode.joules for r in group) / tokens
+        reference = reference or per_token
+        buckets.append(f"{name}: {per_token * 1000:.4g} mJ/tok ({per_token / reference - 1:+.1%}, {len(group)} cases)")
+    if buckets:
+        lines.append("decode energy per token by prompt length: " + ", ".join(buckets))
+    return lines
+
+
+def amplification_lines(results: Sequence[CaseResult | BlockResult], tablefmt: str = "simple") -> list[str]:
+    from .amplification import summarize
+
+    bins = summarize(results)
+    if not bins:
+        return []
+    rows = [[b.prompt_tokens, format_joules(b.prefill_j), f"{b.decode_j_per_token * 1000:.4g}",
+             f"{b.amplification:+.1%}", b.repeats] for b in bins]
+    return ["Amplification: decode energy per token against prompt length", tabulate(
+        rows, headers=("prompt tok", "prefill J", "decode mJ/tok", "amplification", "runs"),
+        tablefmt=tablefmt, disable_numparse=True)]

@@ -166,9 +166,13 @@ def generate(
     prompt: str,
     config: GenerationConfig = GenerationConfig(),
     observers: Sequence[TokenObserver] = (),
+    prompt_ids: Optional[Sequence[int]] = None,
 ) -> Generation:
-    """Generate a completion of ``prompt`` and meter its two phases."""
-    prompt_ids = backend.encode(prompt)
+    """Generate a completion of ``prompt`` and meter its two phases.
+
+    ``prompt_ids`` gives the prompt as token ids instead (an exact length).
+    """
+    prompt_ids = list(prompt_ids) if prompt_ids is not None else backend.encode(prompt)
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens")
     decoding = backend.start()

@@ -26,6 +26,7 @@ from .meters import EstimateMeter, Meter, MeterUnavailable, create_meter
 from .options import Settings
 from .results import BlockResult, CaseResult, collapse_repeats, result_from_dict
 from .sandbox import Sandbox, SandboxError
+from .tasks.longbench import load_records as load_longbench
 
 REPORT_ATTRIBUTE = "llm_energy"
 REPORT_MARKERS = "llm_energy_markers"
@@ -74,6 +75,8 @@ class EnergySession:
         self._unreported: dict[str, list[CaseResult | BlockResult]] = {}
         self.outcomes: dict[str, str] = {}
         self.gate_failures: list[str] = []
+        self.data_errors: list[str] = []
+        self._longbench: dict[str, list[dict[str, Any]]] = {}
         self.plots: list[str] = []
         # Marker names of each test that reported results (for marker:NAME budgets).
         self.markers_of: dict[str, set[str]] = {}
@@ -181,6 +184,11 @@ class EnergySession:
                 self.outcomes.setdefault(test_id, "interrupted")
             pending.clear()
         self._unreported.clear()
+
+    def longbench_records(self, subset: str) -> list[dict[str, Any]]:
+        if subset not in self._longbench:
+            self._longbench[subset] = load_longbench(self.settings.longbench_dir or "", subset).records
+        return self._longbench[subset]
 
     def gpu_fingerprint(self) -> list[dict[str, Any]]:
         for meter in getattr(self.meter, "meters", [self.meter]):
