@@ -4,6 +4,8 @@ Copy this folder into your repository, point ``--energy-model`` at your
 assistant's checkpoint and run ``pytest example_suite --energy-json=energy.json``.
 """
 
+import os
+
 import pytest
 
 # Code-completion prompts of the kind an assistant sees in an editor: a
@@ -35,3 +37,12 @@ def code_prompt(request):
 @pytest.fixture
 def function_stops():
     return list(FUNCTION_STOPS)
+
+
+def pytest_configure(config):
+    # LongBench data comes from --longbench-dir or $LONGBENCH_DIR (LongBench's
+    # unzipped data.zip). This example falls back to the small sample that sits
+    # beside this repository, when it is there.
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "longbench")
+    if not config.getoption("longbench_dir") and os.path.isdir(sample):
+        os.environ.setdefault("LONGBENCH_DIR", os.path.abspath(sample))
