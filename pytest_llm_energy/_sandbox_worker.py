@@ -335,36 +335,36 @@ class CheckTimeout(BaseException):
     """The check ran out of time (a BaseException: test code cannot swallow it)."""
 
 
-def _recv_before(fd, deadline):
-    """One framed message from ``fd``, or None at EOF; CheckTimeout at the deadline."""
-    def exactly(size):
-        data = b""
-        while len(data) < size:
+class Replies:
+    """Framed messages from the candidate, read in as few system calls as possible."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buffer = b""
+
+    def next(self, deadline):
+        """One message, or None at EOF; CheckTimeout at the deadline."""
+        while True:
+            if len(self.buffer) >= 4:
+                size = struct.unpack(">I", self.buffer[:4])[0]
+                if size > MAX_MESSAGE_BYTES:
+                    raise CandidateError("a reply of %d bytes is over the limit" % size)
+                if len(self.buffer) >= 4 + size:
+                    body, self.buffer = self.buffer[4:4 + size], self.buffer[4 + size:]
+                    try:
+                        return json.loads(body)
+                    except ValueError as exc:
+                        raise CandidateError("garbled reply: " + _describe(exc))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CheckTimeout()
-            ready, _, _ = select.select([fd], [], [], remaining)
+            ready, _, _ = select.select([self.fd], [], [], remaining)
             if not ready:
                 continue
-            chunk = os.read(fd, min(size - len(data), 1 << 20))
+            chunk = os.read(self.fd, 1 << 16)
             if not chunk:
                 return None
-            data += chunk
-        return data
-
-    header = exactly(4)
-    if header is None:
-        return None
-    size = struct.unpack(">I", header)[0]
-    if size > MAX_MESSAGE_BYTES:
-        raise CandidateError("a reply of %d bytes is over the limit" % size)
-    body = exactly(size)
-    if body is None:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise CandidateError("garbled reply: " + _describe(exc))
+            self.buffer += chunk
 
 
 def _test_line(exc, test):
@@ -416,8 +416,9 @@ def run_test(job, requests, replies, deadline):
     non-dumpable and ptrace is filtered), so it cannot redefine ``check``,
     patch the helpers the assertions use, or forge the verdict.
     """
+    replies = Replies(replies)
     try:
-        ready = _recv_before(replies, deadline)
+        ready = replies.next(deadline)
     except CandidateError as exc:
         return "failed", str(exc)
     if ready is None:
@@ -430,7 +431,7 @@ def run_test(job, requests, replies, deadline):
             send_message(requests, {"args": encode(list(args)), "kwargs": encode(kwargs)})
         except (BrokenPipeError, ConnectionError):
             raise CandidateDied("the candidate process ended during a call")
-        reply = _recv_before(replies, deadline)
+        reply = replies.next(deadline)
         if reply is None:
             raise CandidateDied("the candidate process ended during a call")
         if "error" in reply:
