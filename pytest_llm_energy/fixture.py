@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import replace
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import pytest
 
@@ -91,21 +92,8 @@ class EnergyFixture:
             if repeat is None:
                 continue  # the warm-up: caches, allocator, clocks; not recorded
             generations.append(generation)
-            self.results.append(
-                CaseResult(
-                    case_id=case_id,
-                    suite="prompt",
-                    prefill=generation.prefill,
-                    decode=generation.decode,
-                    meter=meter.name,
-                    meter_kind=meter.kind,
-                    prompt_tokens=generation.prompt_tokens,
-                    new_tokens=generation.new_tokens,
-                    stop_reason=generation.stop_reason,
-                    test_id=self._test_id,
-                    repeat=repeat,
-                )
-            )
+            self.results.append(CaseResult.from_generation(
+                generation, case_id, "prompt", meter, test_id=self._test_id, repeat=repeat))
         return generations[0]
 
     def amplification(
@@ -142,13 +130,9 @@ class EnergyFixture:
                     pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
                 if repeat is None:
                     continue  # warm-up
-                result = CaseResult(
-                    case_id=f"{AMPLIFICATION}/{length}", suite=AMPLIFICATION, prefill=generation.prefill,
-                    decode=generation.decode, meter=meter.name, meter_kind=meter.kind,
-                    prompt_tokens=generation.prompt_tokens, new_tokens=generation.new_tokens,
-                    stop_reason=generation.stop_reason, test_id=self._test_id, repeat=repeat,
-                    extra={"bin": length, "dropped_bins": dropped},
-                )
+                result = CaseResult.from_generation(
+                    generation, f"{AMPLIFICATION}/{length}", AMPLIFICATION, meter, test_id=self._test_id,
+                    repeat=repeat, extra={"bin": length, "dropped_bins": dropped})
                 self.results.append(result)
                 recorded.append(result)
         return summarize(recorded)
@@ -180,38 +164,33 @@ class EnergyFixture:
             )
 
 
-class HumanEvalCase:
-    """One HumanEval task in one babbling mode, handed to a test by ``humaneval_case``."""
+class _Case(abc.ABC):
+    """A benchmark case handed to a test: ``run()`` measures it (with repetitions) and records it."""
 
-    def __init__(self, problem: dict, mode: str, sample: int, energy: EnergyFixture,
-                 session: EnergySession) -> None:
-        self.problem = problem
-        self.task_id: str = problem["task_id"]
-        self.mode = mode
-        self.sample = sample
+    label = "case"
+
+    def __init__(self, energy: EnergyFixture, session: EnergySession) -> None:
         self._energy = energy
         self._session = session
         self.result: Optional[CaseResult] = None
 
-    def run(self) -> CaseResult:
-        """Generate with metered phases, check the completion in the sandbox, return the result."""
-        from .tasks.humaneval import run_case
+    @abc.abstractmethod
+    def _measure_once(self, backend: Any, meter: Any) -> CaseResult:
+        """Generate and score the case once."""
 
+    def run(self) -> CaseResult:
         backend = self._session.load_backend()
-        sandbox = self._session.sandbox()
         meter = self._session.started_meter()
         results = []
         for repeat in repeats(self._session.settings.repeat):
             try:
-                result = run_case(self.problem, self.mode, backend, meter, sandbox,
-                                  self._session.settings.humaneval, sample=self.sample,
-                                  test_id=self._energy._test_id)
+                result = self._measure_once(backend, meter)
             except MeterError as exc:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
             except ValueError as exc:
-                pytest.fail(f"{self.task_id}: {exc}", pytrace=False)
+                pytest.fail(f"{self.label}: {exc}", pytrace=False)
             if repeat is None:
-                continue
+                continue  # the warm-up
             result = replace(result, repeat=repeat)
             self._energy.record(result)
             results.append(result)
@@ -219,33 +198,44 @@ class HumanEvalCase:
         return self.result
 
 
-class LongBenchCase:
-    """One LongBench code record, handed to a test by ``longbench_case``."""
+class HumanEvalCase(_Case):
+    """One HumanEval task in one babbling mode, handed to a test by ``humaneval_case``.
+
+    ``run()`` generates with metered phases, checks the completion in the
+    sandbox and returns the CaseResult.
+    """
+
+    def __init__(self, problem: dict, mode: str, sample: int, energy: EnergyFixture,
+                 session: EnergySession) -> None:
+        super().__init__(energy, session)
+        self.problem = problem
+        self.task_id: str = problem["task_id"]
+        self.label = self.task_id
+        self.mode = mode
+        self.sample = sample
+
+    def _measure_once(self, backend: Any, meter: Any) -> CaseResult:
+        from .tasks.humaneval import run_case
+
+        return run_case(self.problem, self.mode, backend, meter, self._session.sandbox(),
+                        self._session.settings.humaneval, sample=self.sample, test_id=self._energy._test_id)
+
+
+class LongBenchCase(_Case):
+    """One LongBench code record, handed to a test by ``longbench_case``.
+
+    ``run()`` generates the next line (greedy, 64 tokens) with metered phases
+    and returns the scored CaseResult.
+    """
 
     def __init__(self, record: dict, subset: str, energy: EnergyFixture, session: EnergySession) -> None:
+        super().__init__(energy, session)
         self.record = record
         self.subset = subset
-        self._energy = energy
-        self._session = session
-        self.result: Optional[CaseResult] = None
+        self.label = f"{subset}/{record.get('_id', '')}"
 
-    def run(self) -> CaseResult:
-        """Generate the next line (greedy, 64 tokens) with metered phases; return a scored CaseResult."""
+    def _measure_once(self, backend: Any, meter: Any) -> CaseResult:
         from .tasks.longbench import run_case
 
-        backend = self._session.load_backend()
-        meter = self._session.started_meter()
-        results = []
-        for repeat in repeats(self._session.settings.repeat):
-            try:
-                result = run_case(self.record, self.subset, backend, meter, self._session.settings.longbench,
-                                  test_id=self._energy._test_id)
-            except MeterError as exc:
-                pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
-            if repeat is None:
-                continue
-            result = replace(result, repeat=repeat)
-            self._energy.record(result)
-            results.append(result)
-        self.result = results[0]
-        return self.result
+        return run_case(self.record, self.subset, backend, meter, self._session.settings.longbench,
+                        test_id=self._energy._test_id)

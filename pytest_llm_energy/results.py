@@ -73,6 +73,22 @@ class CaseResult:
     repeat: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_generation(cls, generation: Any, case_id: str, suite: str, meter: Any, **fields: Any) -> "CaseResult":
+        """The result of one metered generation (a ``runner.Generation``) by ``meter``."""
+        return cls(
+            case_id=case_id,
+            suite=suite,
+            prefill=generation.prefill,
+            decode=generation.decode,
+            meter=meter.name,
+            meter_kind=meter.kind,
+            prompt_tokens=generation.prompt_tokens,
+            new_tokens=generation.new_tokens,
+            stop_reason=generation.stop_reason,
+            **fields,
+        )
+
     @property
     def total_joules(self) -> float:
         return self.prefill.joules + self.decode.joules

@@ -242,17 +242,12 @@ def run_case(problem: Mapping[str, Any], mode: str, backend: Any, meter: Any, sa
     if suppressor is not None:
         extra["suppression_checks"] = suppressor.checks
         extra["suppression_check_seconds"] = suppressor.check_seconds
-    return CaseResult(
-        case_id=problem["task_id"],
-        suite="humaneval",
+    return CaseResult.from_generation(
+        generation,
+        problem["task_id"],
+        "humaneval",
+        meter,
         babbling=mode,
-        prefill=generation.prefill,
-        decode=generation.decode,
-        meter=meter.name,
-        meter_kind=meter.kind,
-        prompt_tokens=generation.prompt_tokens,
-        new_tokens=generation.new_tokens,
-        stop_reason=generation.stop_reason,
         passed=check.passed,
         score=1.0 if check.passed else 0.0,
         babble_tokens=babble,

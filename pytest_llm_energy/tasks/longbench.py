@@ -160,16 +160,11 @@ def run_case(record: Mapping[str, Any], subset: str, backend: Any, meter: Any, s
         prompt, truncated = truncate_middle(prompt, backend, max_length)
     generation = generate(backend, meter, prompt, GenerationConfig(max_new_tokens=settings.max_new_tokens))
     score = best_score(generation.text, record["answers"])
-    return CaseResult(
-        case_id=case_id(record, subset),
-        suite="longbench",
-        prefill=generation.prefill,
-        decode=generation.decode,
-        meter=meter.name,
-        meter_kind=meter.kind,
-        prompt_tokens=generation.prompt_tokens,
-        new_tokens=generation.new_tokens,
-        stop_reason=generation.stop_reason,
+    return CaseResult.from_generation(
+        generation,
+        case_id(record, subset),
+        "longbench",
+        meter,
         score=score,
         test_id=test_id,
         extra={
