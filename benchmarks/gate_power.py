@@ -12,26 +12,8 @@ range of true changes and bounds.
 from __future__ import annotations
 
 import argparse
-import random
 
-from pytest_llm_energy.stats import DEFAULT_CONFIDENCE, pooled_noise, relative_change
-
-
-def flagged_share(shift: float, bound: float, tests: int, repeats: int, cv: float, runs: int, seed: int) -> float:
-    rng = random.Random(seed)
-    flagged = total = 0
-    for _ in range(runs):
-        pairs = []
-        for _ in range(tests):
-            level = rng.uniform(0.5, 50.0)
-            baseline = [level * rng.lognormvariate(0, cv) for _ in range(repeats)]
-            current = [level * (1 + shift) * rng.lognormvariate(0, cv) for _ in range(repeats)]
-            pairs.append((baseline, current))
-        noise = pooled_noise([group for pair in pairs for group in pair])
-        for baseline, current in pairs:
-            flagged += relative_change(baseline, current, noise).beyond(bound)
-            total += 1
-    return flagged / total
+from pytest_llm_energy.stats import DEFAULT_CONFIDENCE, simulated_flag_rate
 
 
 def main() -> None:
@@ -47,7 +29,7 @@ def main() -> None:
     print(f"{'true change':>12} {'bound':>6} {'flagged':>8}")
     for shift, bound, label in [(0.0, 0.0, "false alarms"), (0.15, 0.0, "detection"), (0.0, 0.10, "false alarms"),
                                 (0.15, 0.10, "detection"), (0.25, 0.10, "detection")]:
-        share = flagged_share(shift, bound, args.tests, args.repeats, args.cv, args.runs, args.seed)
+        share = simulated_flag_rate(shift, bound, args.tests, args.repeats, args.cv, args.runs, args.seed)
         print(f"{shift:>+12.0%} {bound:>6.0%} {share:>8.2%}  ({label})")
 
 

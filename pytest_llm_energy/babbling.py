@@ -106,7 +106,9 @@ class TestsPass:
         self.check_seconds = 0.0
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pending: list[tuple[int, Future[CheckResult]]] = []
-        self._lock = threading.Lock()
+        # Set from the checking threads when any check passes, so the decode
+        # loop asks one flag per token instead of scanning every future.
+        self._some_passed = threading.Event()
         self._last_checked = -1
 
     def on_text(self, text: str, new_text: str) -> bool:
@@ -129,7 +131,13 @@ class TestsPass:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.sandbox.workers, thread_name_prefix="llm-energy-tests")
-        self._pending.append((end, self._pool.submit(self.sandbox.check, self.problem, prefix)))
+        future = self._pool.submit(self.sandbox.check, self.problem, prefix)
+        future.add_done_callback(self._note_pass)
+        self._pending.append((end, future))
+
+    def _note_pass(self, future: "Future[CheckResult]") -> None:
+        if not future.cancelled() and future.exception() is None and future.result().passed:
+            self._some_passed.set()
 
     def _settle(self, wait: bool) -> bool:
         """True once a prefix passed; ``cut_at`` is then the earliest passing one.
@@ -140,6 +148,8 @@ class TestsPass:
         """
         if self.cut_at is not None:
             return True
+        if not wait and not self._some_passed.is_set():
+            return False
         passed = [end for end, future in self._pending if future.done() and future.result().passed]
         if not passed and not wait:
             return False

@@ -163,8 +163,11 @@ def _raw(config: pytest.Config, flag: str) -> tuple[str, Any]:
 
 
 def _convert(config: pytest.Config, flag: str, kind: Callable[[str], Any], check: Callable[[Any], bool],
-             expectation: str) -> Any:
+             expectation: str, optional: bool = False) -> Any:
+    """The option's value converted and checked; with ``optional``, None when it is unset."""
     name, value = _raw(config, flag)
+    if optional and value in (None, ""):
+        return None
     try:
         converted = kind(str(value).strip())
     except ValueError:
@@ -285,9 +288,8 @@ class Settings:
                 f"--energy-samples={samples} needs sampling: set --energy-temperature above 0 "
                 "(0.8 with --energy-top-p=0.95 is common for pass@k)"
             )
-        min_pass = _raw(config, "--min-pass-at-1")[1]
-        if min_pass not in (None, ""):
-            min_pass = _convert(config, "--min-pass-at-1", float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        min_pass = _convert(config, "--min-pass-at-1", float, lambda v: 0 <= v <= 1, "a number in [0, 1]",
+                            optional=True)
         budget_values = config.getoption("energy_budget") or config.getini("energy_budget") or []
         try:
             budgets = tuple(parse_budgets(budget_values))
@@ -303,13 +305,10 @@ class Settings:
             if not os.path.isdir(longbench_dir):
                 raise pytest.UsageError(f"--longbench-dir={longbench_dir}: no such directory "
                                         "(it should hold lcc.jsonl and repobench-p.jsonl)")
-        longbench_max_length = None
-        if _raw(config, "--longbench-max-length")[1] not in (None, ""):
-            longbench_max_length = _convert(config, "--longbench-max-length", int, lambda v: v >= 16,
-                                            "an integer >= 16")
-        min_code_sim = None
-        if _raw(config, "--min-code-sim")[1] not in (None, ""):
-            min_code_sim = _convert(config, "--min-code-sim", float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        longbench_max_length = _convert(config, "--longbench-max-length", int, lambda v: v >= 16,
+                                        "an integer >= 16", optional=True)
+        min_code_sim = _convert(config, "--min-code-sim", float, lambda v: 0 <= v <= 1, "a number in [0, 1]",
+                                optional=True)
         save_name = config.getoption("energy_save")
         if save_name is not None:
             try:
@@ -352,7 +351,7 @@ class Settings:
             ),
             babbling=babbling,
             samples=samples,
-            min_pass_at_1=min_pass if min_pass not in (None, "") else None,
+            min_pass_at_1=min_pass,
             babbling_max_accuracy_drop=_convert(config, "--babbling-max-accuracy-drop", float,
                                                 lambda v: 0 <= v <= 1, "a number in [0, 1]"),
             sandbox_workers=_convert(config, "--sandbox-workers", int, lambda v: v >= 1, "an integer >= 1"),

@@ -140,3 +140,30 @@ def total_change(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], noise
         low, high = estimate - half, estimate + half
     return Change(math.expm1(estimate), math.expm1(low), math.expm1(high), base_total, current_total,
                   len(pairs), len(pairs))
+
+
+def simulated_flag_rate(shift: float, bound: float, tests: int = 20, repeats: int = 5, cv: float = 0.05,
+                        runs: int = 300, seed: int = 1) -> float:
+    """Share of per-test comparisons this gate flags, in simulated runs of known truth.
+
+    Each run compares ``tests`` tests of different sizes, measured ``repeats``
+    times in a baseline and in a current run with log-normal noise of ``cv``,
+    the current one ``shift`` higher. It proves the gate's false-alarm and
+    detection rates (tests/test_stats.py, benchmarks/gate_power.py).
+    """
+    import random
+
+    rng = random.Random(seed)
+    flagged = total = 0
+    for _ in range(runs):
+        pairs = []
+        for _ in range(tests):
+            level = rng.uniform(0.5, 50.0)  # tests differ in size; noise is relative
+            baseline = [level * rng.lognormvariate(0, cv) for _ in range(repeats)]
+            current = [level * (1 + shift) * rng.lognormvariate(0, cv) for _ in range(repeats)]
+            pairs.append((baseline, current))
+        noise = pooled_noise([group for pair in pairs for group in pair])
+        for baseline, current in pairs:
+            flagged += relative_change(baseline, current, noise).beyond(bound)
+            total += 1
+    return flagged / total

@@ -1,11 +1,10 @@
 """The comparison statistics, proved by simulation: gates that neither flake nor miss."""
 
 import math
-import random
 
 import pytest
 
-from pytest_llm_energy.stats import pooled_noise, relative_change, t_quantile, total_change
+from pytest_llm_energy.stats import pooled_noise, relative_change, simulated_flag_rate, t_quantile, total_change
 
 
 @pytest.mark.parametrize("p, df, expected", [
@@ -39,22 +38,8 @@ def test_total_change_of_a_suite():
     assert change.estimate == pytest.approx(0.05) and change.baseline == 40.0 and change.current == 42.0
 
 
-def simulate(shift, bound, tests=20, repeats=5, cv=0.05, runs=300, seed=1):
-    """Share of per-test comparisons flagged as regressions beyond ``bound``."""
-    rng = random.Random(seed)
-    flagged = total = 0
-    for _ in range(runs):
-        pairs = []
-        for _ in range(tests):
-            level = rng.uniform(0.5, 50.0)  # tests differ in size; noise is relative
-            baseline = [level * rng.lognormvariate(0, cv) for _ in range(repeats)]
-            current = [level * (1 + shift) * rng.lognormvariate(0, cv) for _ in range(repeats)]
-            pairs.append((baseline, current))
-        noise = pooled_noise([group for pair in pairs for group in pair])
-        for baseline, current in pairs:
-            flagged += relative_change(baseline, current, noise).beyond(bound)
-            total += 1
-    return flagged / total
+def simulate(shift, bound, runs=300):
+    return simulated_flag_rate(shift, bound, tests=20, repeats=5, cv=0.05, runs=runs, seed=1)
 
 
 def test_no_change_rarely_fails_the_gate():
