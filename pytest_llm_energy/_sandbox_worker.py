@@ -1,52 +1,56 @@
-"""Fork server that runs untrusted generated code: two forked processes per check.
+"""Fork server that runs untrusted generated code.
 
 Started by :mod:`pytest_llm_energy.sandbox` as ``python -I -S _sandbox_worker.py
 CONFIG`` (inside bubblewrap when available). It imports nothing from the
 package: it must run with the bare standard library. Protocol on stdin/stdout:
 4-byte big-endian length + JSON, one job in, one result out.
 
-A check forks a *candidate* process, which runs prompt + completion and answers
-calls of the entry point. The task's test (trusted) runs here in the server and
-calls the candidate through a pipe, receiving plain data only, so the verdict
-comes from a process the candidate cannot reach. The candidate gets a new
-session, an empty working directory and environment, stdio on /dev/null, only
-its two pipes, resource limits, a seccomp filter against new processes,
-threads, network sockets and ptrace, and the uid of ``nobody`` when the server
-is root.
+Three kinds of process, all forks of this one:
+
+- the *server* reads jobs and runs each task's test (trusted code) here;
+- the *spawner*, forked once at start-up while this process is still small,
+  forks one *candidate* per check ahead of time, hands its two pipe ends to
+  the server (``SCM_RIGHTS``) and later kills and reaps it. The server never
+  forks per check, so the pages it writes while it runs a test are never
+  copy-on-write: on a virtual machine those page faults cost more than
+  anything else in a check;
+- the *candidate* runs prompt + completion and answers calls of the entry
+  point. It gets a new session, an empty working directory and environment,
+  stdio on /dev/null, only its two pipes, resource limits, a seccomp filter
+  against new processes, threads, network sockets and ptrace, and the uid of
+  ``nobody`` when the sandbox runs as root.
+
+The test calls the candidate through the pipes and receives plain data only,
+so the verdict comes from a process the candidate cannot reach.
 """
 
+import _socket  # not socket.py: its enums and selectors would enlarge every fork
 import ctypes
-import gc
 import errno
+import gc
 import json
+import marshal
 import os
-import platform
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
-import tempfile
 import time
 
 # Modules HumanEval-style programs commonly import, loaded before any fork so
-# checks do not pay for the import, and so a candidate running as nobody can
-# use them where the interpreter's own files are not readable by nobody.
+# candidates do not pay for the import. Rarer ones (decimal, statistics,
+# hashlib, ...) are imported by the candidate that needs them: every module
+# loaded here makes each check's fork and exit slower.
 import bisect  # noqa: F401
 import collections  # noqa: F401
 import copy  # noqa: F401
-import decimal  # noqa: F401
-import fractions  # noqa: F401
 import functools  # noqa: F401
-import hashlib  # noqa: F401
 import heapq  # noqa: F401
 import itertools  # noqa: F401
 import math  # noqa: F401
 import operator  # noqa: F401
-import random  # noqa: F401
 import re  # noqa: F401
-import statistics  # noqa: F401
 import string  # noqa: F401
 import typing  # noqa: F401
 
@@ -54,16 +58,24 @@ NOBODY = 65534
 MAX_DETAIL_CHARS = 2000
 
 # --------------------------------------------------------------------------
-# seccomp: no new processes or threads, no sockets but AF_UNIX, no ptrace
+# seccomp: no new processes or threads, no sockets but AF_UNIX, no ptrace,
+# no signals to other processes
 # --------------------------------------------------------------------------
 _SYSCALLS = {
     # machine: (audit arch, {name: number})
     "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "socket": 41,
-                            "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311}),
+                            "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+                            "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
+                            "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424}),
     "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "socket": 198,
-                             "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271}),
+                             "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+                             "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
+                             "rt_tgsigqueueinfo": 240, "pidfd_send_signal": 424}),
 }
-_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_SIGNAL_CALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
+# x86_64 also accepts x32 system calls: the same arch, numbers with this bit.
+_X32_SYSCALL_BIT = 0x40000000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
 _SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
 _AF_UNIX = 1
 _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
@@ -82,6 +94,9 @@ def _seccomp_program(arch, numbers):
     op(_BPF_JEQ_K, arch, 1, 0)
     op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.ENOSYS)  # a foreign ABI: refuse everything
     op(_BPF_LD_W_ABS, 0)  # seccomp_data.nr
+    if "fork" in numbers:  # x86_64: refuse the x32 ABI, which would bypass the numbers below
+        op(_BPF_JGE_K, _X32_SYSCALL_BIT, 0, 1)
+        op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.ENOSYS)
     op(_BPF_JEQ_K, numbers["clone3"], 0, 1)
     op(_BPF_RET_K, deny_proc)
     for name in ("fork", "vfork"):
@@ -91,7 +106,9 @@ def _seccomp_program(arch, numbers):
     # Threads too: nothing in a check needs them.
     op(_BPF_JEQ_K, numbers["clone"], 0, 1)
     op(_BPF_RET_K, deny_proc)
-    for name in ("ptrace", "process_vm_readv", "process_vm_writev"):
+    # Nothing of another process: its memory, or (another check running
+    # beside this one) its signals.
+    for name in ("ptrace", "process_vm_readv", "process_vm_writev") + _SIGNAL_CALLS:
         op(_BPF_JEQ_K, numbers[name], 0, 1)
         op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.EPERM)
     op(_BPF_JEQ_K, numbers["socket"], 0, 4)
@@ -108,7 +125,7 @@ class _Filter:
 
     def __init__(self):
         self.ready = False
-        spec = _SYSCALLS.get(platform.machine())
+        spec = _SYSCALLS.get(os.uname().machine)
         if spec is None or sys.byteorder != "little":
             return
         program = _seccomp_program(*spec)
@@ -205,26 +222,32 @@ def decode(data):
 
 
 MAX_MESSAGE_BYTES = 16 << 20
+_HEADER = struct.Struct(">I")
 
 
 def send_message(fd, obj):
-    payload = json.dumps(obj).encode()
-    data = struct.pack(">I", len(payload)) + payload
+    """Candidate -> server: JSON, which the server can parse without trusting it."""
+    _write_all(fd, json.dumps(obj).encode())
+
+
+def send_trusted(fd, obj):
+    """Server -> candidate: marshal, fast, and only ever read by the untrusted side."""
+    _write_all(fd, marshal.dumps(obj))
+
+
+def _write_all(fd, payload):
+    data = _HEADER.pack(len(payload)) + payload
     while data:
         data = data[os.write(fd, data):]
 
 
-def recv_message(fd):
+def recv_trusted(fd):
+    """One marshal message from the server; None at EOF."""
     header = _read_fd(fd, 4)
     if header is None:
         return None
-    size = struct.unpack(">I", header)[0]
-    if size > MAX_MESSAGE_BYTES:
-        raise ValueError("message of %d bytes is over the limit" % size)
-    body = _read_fd(fd, size)
-    if body is None:
-        return None
-    return json.loads(body)
+    body = _read_fd(fd, _HEADER.unpack(header)[0])
+    return None if body is None else marshal.loads(body)
 
 
 def _read_fd(fd, size):
@@ -237,6 +260,22 @@ def _read_fd(fd, size):
     return data
 
 
+def set_name(name):
+    """Name this process as ``ps`` and ``top`` show it.
+
+    Through /proc rather than ctypes' prctl: a ctypes call right after
+    ``fork()`` writes to (and so copies) about a hundred pages.
+    """
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+        try:
+            os.write(fd, name)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _describe(exc):
     try:
         text = type(exc).__name__ + ": " + str(exc)
@@ -246,7 +285,7 @@ def _describe(exc):
 
 
 # --------------------------------------------------------------------------
-# the two processes of a check
+# the candidate
 # --------------------------------------------------------------------------
 def _limit(which, value):
     try:
@@ -286,53 +325,311 @@ def candidate_process(config, requests, replies, workdir):
     """Waits, confined, for its job; runs prompt + completion; answers calls.
 
     It is forked and confined before its job exists, so a check does not wait
-    for ``fork()`` and the confinement.
+    for ``fork()`` and the confinement. Its job comes compiled (by the server,
+    which compiles but never runs checked code): compiling here would cost
+    several times more, every page the compiler writes being a copy. There is
+    no "ready" message: the first call's reply says the candidate loaded, and
+    a candidate that did not load says so instead of answering.
     """
     confine(config, {requests, replies}, workdir, config["drop_to_nobody"])
-    # No raw memory access for the checked code.
+    # No raw memory access for the checked code, and no stray .pyc files.
     for name in ("ctypes", "_ctypes"):
         sys.modules[name] = None
-    send, recv, _exit = send_message, recv_message, os._exit
+    sys.dont_write_bytecode = True
+    send, recv, _exit = send_message, recv_trusted, os._exit
     job = recv(requests)
     if job is None:
         _exit(0)
-    _limit(resource.RLIMIT_CPU, int(job["timeout"]) + 1)
+    code, entry_point, timeout = job
+    _limit(resource.RLIMIT_CPU, int(timeout) + 1)
     try:
         namespace = {"__name__": "__main__"}
-        exec(compile(job["prompt"] + job["completion"], "<completion>", "exec"), namespace)
-        function = namespace.get(job["entry_point"])
+        exec(marshal.loads(code), namespace)
+        function = namespace.get(entry_point)
         if not callable(function):
-            send(replies, {"ready": False, "detail": "no function named " + job["entry_point"]})
+            send(replies, {"ready": False, "detail": "no function named " + entry_point})
             _exit(0)
-    except SyntaxError as exc:
-        send(replies, {"ready": False, "detail": "does not compile: " + _describe(exc)})
-        _exit(0)
     except BaseException as exc:
         send(replies, {"ready": False, "detail": "raised while loading: " + _describe(exc)})
         _exit(0)
-    send(replies, {"ready": True})
     while True:
         request = recv(requests)
         if request is None:
             _exit(0)
+        if request == PING:
+            send(replies, {"ready": True})
+            continue
         try:
-            value = function(*decode(request["args"]), **decode(request["kwargs"]))
+            value = function(*request[0], **request[1])
             reply = {"value": encode(value)}
         except BaseException as exc:  # SystemExit included: the test sees it as an error
             reply = {"error": _describe(exc)}
         send(replies, reply)
 
 
+PING = "ping"
+
+
+# --------------------------------------------------------------------------
+# the spawner
+# --------------------------------------------------------------------------
+# Spawner -> server: tag, pid, wait status, CPU seconds. "C": a new candidate,
+# its two pipe ends attached; "R": a candidate reaped. Server -> spawner: a
+# pid to kill and reap.
+_SPAWNED, _REAPED = b"C", b"R"
+_MESSAGE = struct.Struct(">1siid")
+_PID = struct.Struct(">i")
+# Candidates kept alive per server: one checking, one forked and confined,
+# waiting for the next job, so no job waits for a fork.
+POOL = 2
+
+
+def _send_fds(channel, data, fds):
+    rights = struct.pack("%di" % len(fds), *fds)
+    channel.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+
+
+def _recv_fds(channel, size, most):
+    """A message and the descriptors that came with it."""
+    data, ancillary, flags, _ = channel.recvmsg(size, _socket.CMSG_SPACE(most * 4))
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(struct.unpack("%di" % (usable // 4), payload[:usable]))
+    if flags & _socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        return b"", []
+    return data, fds
+
+
+def _kill_all(pid, config, sandbox, candidates):
+    """Kill a candidate and whatever it started (sparing the other candidates)."""
+    for kill in (os.kill, os.killpg):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if config["own_pid_namespace"] and not config["seccomp"]:
+        # Without seccomp a candidate may have started processes, in any
+        # session or group. Everything in this namespace but the init, the
+        # sandbox's own processes and the candidates still in use is a
+        # leftover of a check.
+        spare = (set(sandbox) | set(candidates)) - {pid}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in spare:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _remove_tree(path):
+    """Remove a candidate's working directory, whatever it left there."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, 0o700)  # it may have locked itself out
+                _remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _fork_candidate(config, workdir):
+    """Fork a candidate; returns its pid and the server's ends of its pipes."""
+    os.mkdir(workdir, 0o700)
+    if config["drop_to_nobody"]:
+        os.chown(workdir, NOBODY, NOBODY)
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(requests_w)
+            os.close(replies_r)
+            candidate_process(config, requests_r, replies_w, workdir)
+        finally:
+            os._exit(70)
+    os.close(requests_r)
+    os.close(replies_w)
+    return pid, requests_w, replies_r
+
+
+def spawner_process(config, channel):
+    """Keeps candidates ready; kills and reaps each one the server releases.
+
+    Each candidate gets a working directory of its own, removed with it, so
+    no check sees what another left. Reaping reports the candidate's wait
+    status and CPU time, plus this process's own (part of the cost of checks).
+    Returns when the server is gone.
+    """
+    set_name(b"llm-sbx-spawner")
+    sandbox = {1, os.getpid(), os.getppid()}
+    workdirs = {}
+    cpu = time.process_time()
+    count = 0
+    prefix = "%s/check-%d-" % (config["tmp"], os.getpid())
+    try:
+        while True:
+            while len(workdirs) < POOL:
+                count += 1
+                workdir = prefix + str(count)
+                pid, requests_w, replies_r = _fork_candidate(config, workdir)
+                workdirs[pid] = workdir
+                try:
+                    _send_fds(channel, _MESSAGE.pack(_SPAWNED, pid, 0, 0.0), (requests_w, replies_r))
+                finally:
+                    os.close(requests_w)
+                    os.close(replies_r)
+            request = channel.recv(_PID.size)
+            pid = _PID.unpack(request)[0] if len(request) == _PID.size else None
+            if pid not in workdirs:
+                return  # EOF, or a request that is not ours
+            _kill_all(pid, config, sandbox, workdirs)
+            _, wait_status, usage = os.wait4(pid, 0)
+            _remove_tree(workdirs.pop(pid))
+            now = time.process_time()
+            used = usage.ru_utime + usage.ru_stime + now - cpu
+            cpu = now
+            channel.send(_MESSAGE.pack(_REAPED, pid, wait_status, used))
+    except OSError:
+        return  # the server is gone
+    finally:
+        for pid, workdir in workdirs.items():
+            _kill_all(pid, config, sandbox, ())
+            os.waitpid(pid, 0)
+            _remove_tree(workdir)
+
+
+def _cpu_so_far(pid):
+    """CPU seconds a live process used, from /proc (0.0 where unreadable)."""
+    try:
+        fd = os.open("/proc/%d/schedstat" % pid, os.O_RDONLY)
+        try:
+            return int(os.read(fd, 128).split()[0]) / 1e9
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class SpawnerGone(Exception):
+    """The spawner ended (a check killed it): the server cannot go on."""
+
+
+class Spawner:
+    """The server's end of the spawner process."""
+
+    def __init__(self, config):
+        server_end, spawner_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                # Keep stdio (/dev/null) and the channel only: the client must
+                # see the server's pipes close when the server ends.
+                keep = spawner_end.fileno()
+                os.closerange(3, keep)
+                os.closerange(keep + 1, config["max_fd"])
+                spawner_process(config, spawner_end)
+            finally:
+                os._exit(0)
+        spawner_end.close()
+        self.channel = server_end
+        self.ready = []  # (pid, requests, replies) of candidates waiting for a job
+        self.reaped = {}  # pid -> (wait status, CPU seconds)
+        self.released = {}  # pid -> CPU seconds already reported
+
+    def _receive(self):
+        try:
+            message, fds = _recv_fds(self.channel, _MESSAGE.size, 2)
+        except OSError:
+            message, fds = b"", []
+        if len(message) != _MESSAGE.size:
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerGone("the sandbox's spawner process ended")
+        tag, pid, wait_status, cpu = _MESSAGE.unpack(message)
+        if tag == _SPAWNED and len(fds) == 2:
+            self.ready.append((pid, fds[0], fds[1]))
+        elif tag == _REAPED:
+            self.reaped[pid] = (wait_status, cpu)
+        else:
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerGone("the sandbox's spawner process sent a malformed message")
+
+    def candidate(self):
+        """The next candidate, forked and confined: (pid, requests, replies)."""
+        while not self.ready:
+            self._receive()
+        return self.ready.pop(0)
+
+    def release(self, pid):
+        """Ask the spawner to kill and reap a candidate, without waiting.
+
+        Meanwhile the client gets its verdict, and the candidate's exit and
+        the next fork overlap with the next job's way here. Returns the CPU
+        seconds the candidate used so far; the rest (its exit, the spawner's
+        share) comes with a later :meth:`collect`.
+        """
+        so_far = _cpu_so_far(pid)
+        try:
+            self.channel.send(_PID.pack(pid))
+        except OSError:
+            raise SpawnerGone("the sandbox's spawner process ended")
+        self.released[pid] = so_far
+        return so_far
+
+    def finish(self, pid):
+        """Kill and reap a candidate now: (wait status, CPU seconds of the check)."""
+        self.release(pid)
+        while pid not in self.reaped:
+            self._receive()
+        del self.released[pid]
+        return self.reaped.pop(pid)
+
+    def collect(self, wait=False):
+        """CPU seconds of released candidates reaped since the last call.
+
+        With ``wait``, waits until every released candidate is reaped.
+        """
+        while wait and set(self.released) - set(self.reaped):
+            self._receive()
+        cpu = 0.0
+        for pid in list(self.reaped):
+            if pid in self.released:
+                cpu += max(0.0, self.reaped.pop(pid)[1] - self.released.pop(pid))
+        return cpu
+
+
+# --------------------------------------------------------------------------
+# the server: the test, calling the candidate
+# --------------------------------------------------------------------------
 class CandidateError(Exception):
     """The candidate raised, or returned something that is not plain data."""
 
 
-class CandidateDied(Exception):
+class CandidateNotLoaded(BaseException):
+    """prompt + completion did not load (a BaseException: test code cannot swallow it)."""
+
+
+class CandidateDied(BaseException):
     """The candidate process ended in the middle of a call."""
 
 
 class CheckTimeout(BaseException):
-    """The check ran out of time (a BaseException: test code cannot swallow it)."""
+    """The check ran out of time."""
 
 
 class Replies:
@@ -346,7 +643,7 @@ class Replies:
         """One message, or None at EOF; CheckTimeout at the deadline."""
         while True:
             if len(self.buffer) >= 4:
-                size = struct.unpack(">I", self.buffer[:4])[0]
+                size = _HEADER.unpack(self.buffer[:4])[0]
                 if size > MAX_MESSAGE_BYTES:
                     raise CandidateError("a reply of %d bytes is over the limit" % size)
                 if len(self.buffer) >= 4 + size:
@@ -365,6 +662,62 @@ class Replies:
             if not chunk:
                 return None
             self.buffer += chunk
+
+
+class CandidateProxy:
+    """What the test calls: forwards arguments, returns the candidate's plain answer.
+
+    It remembers what went wrong even when the test swallows the exception,
+    so a check whose candidate died, did not load or ran out of time is never
+    a pass.
+    """
+
+    def __init__(self, requests, replies, deadline):
+        self.requests = requests
+        self.replies = Replies(replies)
+        self.deadline = deadline
+        self.loaded = None  # unknown until the first reply
+        self.failure = None  # (status, detail) that overrides the test's outcome
+
+    def _ask(self, payload):
+        try:
+            _write_all(self.requests, payload)
+        except (BrokenPipeError, ConnectionError):
+            self._fail("error", "the candidate process ended during a call", CandidateDied)
+        try:
+            reply = self.replies.next(self.deadline)
+        except CheckTimeout:
+            self.failure = ("timeout", None)
+            raise
+        if reply is None:
+            if self.loaded is None:
+                self._fail("error", "the candidate process ended before it was ready", CandidateDied)
+            self._fail("error", "the candidate process ended during a call", CandidateDied)
+        if reply.get("ready") is False:
+            self._fail("failed", str(reply.get("detail", "not loaded"))[:MAX_DETAIL_CHARS], CandidateNotLoaded)
+        self.loaded = True
+        return reply
+
+    def _fail(self, status, detail, kind):
+        if self.failure is None:
+            self.failure = (status, detail)
+        raise kind(detail)
+
+    def __call__(self, *args, **kwargs):
+        try:
+            # marshal accepts only plain data (and code objects, which a test never passes).
+            payload = marshal.dumps((args, kwargs))
+        except ValueError as exc:
+            raise CandidateError("the test passed something that is not plain data: " + _describe(exc))
+        reply = self._ask(payload)
+        if "error" in reply:
+            raise CandidateError(str(reply["error"]))
+        return decode(reply["value"])
+
+    def confirm_loaded(self):
+        """For a test that never called the candidate: did prompt + completion load?"""
+        if self.loaded is None:
+            self._ask(marshal.dumps(PING))
 
 
 def _test_line(exc, test):
@@ -408,7 +761,7 @@ def _compiled_test(job):
     return code
 
 
-def run_test(job, requests, replies, deadline):
+def run_test(job, candidate):
     """Runs the task's test here, in the server, calling the candidate through a pipe.
 
     The test is trusted code; only plain data comes back from the candidate.
@@ -416,28 +769,6 @@ def run_test(job, requests, replies, deadline):
     non-dumpable and ptrace is filtered), so it cannot redefine ``check``,
     patch the helpers the assertions use, or forge the verdict.
     """
-    replies = Replies(replies)
-    try:
-        ready = replies.next(deadline)
-    except CandidateError as exc:
-        return "failed", str(exc)
-    if ready is None:
-        return "error", "the candidate process ended before it was ready"
-    if ready.get("ready") is not True:
-        return "failed", str(ready.get("detail", "not ready"))[:MAX_DETAIL_CHARS]
-
-    def candidate(*args, **kwargs):
-        try:
-            send_message(requests, {"args": encode(list(args)), "kwargs": encode(kwargs)})
-        except (BrokenPipeError, ConnectionError):
-            raise CandidateDied("the candidate process ended during a call")
-        reply = replies.next(deadline)
-        if reply is None:
-            raise CandidateDied("the candidate process ended during a call")
-        if "error" in reply:
-            raise CandidateError(str(reply["error"]))
-        return decode(reply["value"])
-
     try:
         prompt_code, test_code = _compiled_test(job)
     except (SyntaxError, ValueError) as exc:
@@ -450,103 +781,69 @@ def run_test(job, requests, replies, deadline):
         namespace[job["entry_point"]] = candidate
         exec(test_code, namespace)
         namespace["check"](candidate)
-    except CandidateDied as exc:
-        return "error", str(exc)
-    except CheckTimeout:
-        raise
+        candidate.confirm_loaded()
+        outcome = ("passed", "")
+    except (CandidateDied, CandidateNotLoaded, CheckTimeout):
+        outcome = None
     except BaseException as exc:
-        return "failed", _describe(exc) + _test_line(exc, job["test"])
-    return "passed", ""
+        outcome = ("failed", _describe(exc) + _test_line(exc, job["test"]))
+    if candidate.failure is not None:
+        if candidate.failure[0] == "timeout":
+            raise CheckTimeout()
+        return candidate.failure
+    return outcome
 
 
-# --------------------------------------------------------------------------
-# the server
-# --------------------------------------------------------------------------
-def _kill_all(pid, config):
+def compile_program(source):
+    """Code of prompt + completion as marshal bytes, or the reason it has none.
+
+    Compiling parses and builds code objects; it runs nothing, so the server
+    may do it. Bounded input keeps it quick.
+    """
+    if len(source) > MAX_PROGRAM_CHARS:
+        return None, "the program has %d characters, over the sandbox's limit of %d" % (
+            len(source), MAX_PROGRAM_CHARS)
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    if config["own_pid_namespace"]:
-        # Everything in this namespace but the init and us is a leftover of a
-        # check, whatever session or group it moved itself to.
-        me = os.getpid()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) not in (1, me):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except OSError:
-                    pass
+        return marshal.dumps(compile(source, "<completion>", "exec")), None
+    except SyntaxError as exc:
+        return None, "does not compile: " + _describe(exc)
+    except Exception as exc:  # ValueError (null bytes), RecursionError, MemoryError
+        return None, "does not compile: " + _describe(exc)
 
 
-def _empty(directory):
-    """Remove whatever a check left in the shared working directory."""
-    for name in os.listdir(directory):
-        path = os.path.join(directory, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+MAX_PROGRAM_CHARS = 1 << 20
 
 
-class Candidate:
-    """A forked, confined candidate process waiting for its job."""
-
-    def __init__(self, config):
-        self.config = config
-        requests_r, self.requests = os.pipe()
-        self.replies, replies_w = os.pipe()
-        self.workdir = config["workdir"]
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                os.close(self.requests)
-                os.close(self.replies)
-                candidate_process(config, requests_r, replies_w, self.workdir)
-            finally:
-                os._exit(70)
-        os.close(requests_r)
-        os.close(replies_w)
-        self.wait_status = None
-        self.cpu_seconds = 0.0
-
-    def finish(self):
-        """Kill what is left of the check, reap it, clean its directory."""
-        if self.wait_status is not None:
-            return
-        try:
-            os.close(self.requests)  # a waiting candidate reads EOF and exits
-        except OSError:
-            pass
-        _kill_all(self.pid, self.config)
-        _, self.wait_status, usage = os.wait4(self.pid, 0)
-        self.cpu_seconds = usage.ru_utime + usage.ru_stime
-        os.close(self.replies)
-        _empty(self.workdir)
-
-
-def run_job(job, candidate, config):
+def run_job(job, spawner, config):
     started = time.monotonic()
     server_cpu = time.process_time()
+    earlier_cpu = spawner.collect()
+    code, problem = compile_program(job["prompt"] + job["completion"])
+    if code is None:
+        # Nothing to run: no candidate is used up.
+        return {"status": "failed", "detail": problem, "seconds": time.monotonic() - started,
+                "cpu_seconds": earlier_cpu + time.process_time() - server_cpu}
+    pid, requests, replies = spawner.candidate()
+    deadline = started + job["timeout"]
     try:
         try:
-            send_message(candidate.requests, job)
+            send_trusted(requests, (code, job["entry_point"], job["timeout"]))
         except (BrokenPipeError, ConnectionError):
-            pass  # it died; run_test reports that
-        status, detail = run_test(job, candidate.requests, candidate.replies, started + job["timeout"])
+            pass  # it died; the first call reports that
+        status, detail = run_test(job, CandidateProxy(requests, replies, deadline))
     except CheckTimeout:
         status, detail = "timeout", "no result within %.1f s" % job["timeout"]
     except Exception as exc:  # a bug here must not take the server down
         status, detail = "error", "sandbox server: " + _describe(exc)
-    finally:
-        # Stop the candidate now, whatever it is doing; reaping can wait.
-        _kill_all(candidate.pid, config)
     seconds = time.monotonic() - started
-    candidate.finish()
-    wait_status = candidate.wait_status
+    # Stop the candidate now, whatever it is doing. A candidate that answered
+    # every call ended in a pass or a fail, whatever its wait status says.
+    if status in ("passed", "failed"):
+        wait_status, check_cpu = 0, spawner.release(pid)
+    else:
+        wait_status, check_cpu = spawner.finish(pid)
+    os.close(requests)
+    os.close(replies)
     signalled = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
     if signalled == signal.SIGXCPU:
         status, detail = "timeout", "CPU time limit exceeded"
@@ -561,7 +858,7 @@ def run_job(job, candidate, config):
         "status": status,
         "detail": detail,
         "seconds": seconds,
-        "cpu_seconds": candidate.cpu_seconds + time.process_time() - server_cpu,
+        "cpu_seconds": earlier_cpu + check_cpu + time.process_time() - server_cpu,
     }
 
 
@@ -593,6 +890,30 @@ def _seccomp_works():
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+def _write_message(stream, obj):
+    payload = json.dumps(obj).encode()
+    stream.write(_HEADER.pack(len(payload)) + payload)
+
+
+def _warm_up():
+    """Run what every candidate runs once, before the spawner is forked.
+
+    The interpreter initialises some state on first use (the compiler's AST
+    types: about a hundred classes), which each candidate would otherwise
+    build again, and pay for in its own copies of the pages.
+    """
+    # Run it often enough that the interpreter has specialised the bytecode:
+    # a candidate then executes it without writing to the code objects.
+    program = marshal.dumps(compile(
+        "from typing import List\nimport math\n\ndef f(x: List[float]) -> list:\n"
+        "    return [x, (x,), {1: x}, math.fsum(x)]\n", "<warm-up>", "exec"))
+    for _ in range(20):
+        namespace = {"__name__": "__main__"}
+        exec(marshal.loads(program), namespace)
+        request = marshal.loads(marshal.dumps((([1.5, 2.0],), {})))
+        json.dumps({"value": encode(namespace["f"](*request[0], **request[1]))})
+
+
 def main():
     config = json.loads(sys.argv[1])
     # Keep the protocol on private descriptors; point stdio at /dev/null.
@@ -604,36 +925,37 @@ def main():
     config["max_fd"] = max(inp.fileno(), out.fileno(), devnull) + 64
     os.environ.clear()
     config["seccomp"] = config["seccomp"] and _seccomp_works()
-    # The candidate may share our uid: keep it from ptrace and /proc/<pid>/mem.
+    # A candidate may share our uid: keep it from ptrace and /proc/<pid>/mem.
     FILTER.set_dumpable(0)
-    # Children are short-lived copies of this process: a garbage collection in
-    # one would touch (and so copy) every page of the parent. Freeze what
-    # exists now, and let children collect only what they create.
+    set_name(b"llm-sbx-server")
+    _warm_up()
+    # Candidates are short-lived copies of the spawner: a garbage collection
+    # in one would touch (and so copy) every page. Freeze what exists now,
+    # and let candidates collect only what they create.
     gc.collect()
     gc.freeze()
+    spawner = Spawner(config)
     # Report that we started, and what protection is in force.
-    ready = {"ready": True, "seccomp": config["seccomp"], "pid": os.getpid()}
-    payload = json.dumps(ready).encode()
-    out.write(struct.pack(">I", len(payload)) + payload)
-    # One working directory for the candidates of this server, one at a time.
-    config["workdir"] = tempfile.mkdtemp(prefix="check-", dir=config["tmp"])
-    if config["drop_to_nobody"]:
-        os.chown(config["workdir"], NOBODY, NOBODY)
-    candidate = Candidate(config)
+    _write_message(out, {"ready": True, "seccomp": config["seccomp"], "pid": os.getpid()})
     while True:
         header = _read_exact(inp, 4)
         if header is None:
             break
-        body = _read_exact(inp, struct.unpack(">I", header)[0])
+        body = _read_exact(inp, _HEADER.unpack(header)[0])
         if body is None:
             break
         job = json.loads(body)
-        result = run_job(job, candidate, config)
-        payload = json.dumps(result).encode()
-        out.write(struct.pack(">I", len(payload)) + payload)
-        # While the client reads the result, prepare the next candidate.
-        candidate = Candidate(config)
-    candidate.finish()
+        try:
+            if job.get("flush"):
+                # The client is closing: report CPU time not reported yet.
+                result = {"cpu_seconds": spawner.collect(wait=True)}
+            else:
+                result = run_job(job, spawner, config)
+        except SpawnerGone:
+            # A check killed it: end here, so the client replaces this server
+            # and reports this check as an error.
+            break
+        _write_message(out, result)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Generated code never runs in the calling (pytest) process.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import queue
@@ -24,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -34,6 +34,8 @@ STATUSES = ("passed", "failed", "timeout", "error")
 # Extra seconds the client waits beyond a check's own timeout before it
 # declares the worker hung and replaces it.
 CLIENT_GRACE_S = 5.0
+# Jobs check_many keeps queued at each worker.
+PIPELINE_DEPTH = 2
 START_TIMEOUT_S = 30.0
 
 
@@ -180,18 +182,25 @@ class _Worker:
                 header_done = True
         return json.loads(data[4:])
 
-    def run(self, job: Mapping[str, Any], timeout: float) -> Optional[dict[str, Any]]:
+    def send(self, job: Mapping[str, Any]) -> bool:
         payload = json.dumps(job).encode()
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(struct.pack(">I", len(payload)) + payload)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            return None
+            return False
+        return True
+
+    def receive(self, timeout: float) -> Optional[dict[str, Any]]:
+        """The next reply; None when the worker died or hung."""
         try:
             return self._read(timeout)
         except (ValueError, OSError):
             return None
+
+    def run(self, job: Mapping[str, Any], timeout: float) -> Optional[dict[str, Any]]:
+        return self.receive(timeout) if self.send(job) else None
 
     def close(self) -> None:
         try:
@@ -321,6 +330,12 @@ class Sandbox:
         with self._lock:
             workers, self._all = self._all, []
         for worker in workers:
+            # A worker reports a check's CPU time with the next one: collect
+            # the last, so the energy estimate misses none.
+            reply = worker.run({"flush": True}, timeout=CLIENT_GRACE_S)
+            if reply is not None:
+                with self._lock:
+                    self._cpu_seconds += float(reply.get("cpu_seconds", 0.0))
             worker.close()
         self._idle = queue.Queue()
         if self._private_tmp:
@@ -335,52 +350,110 @@ class Sandbox:
 
     def check(self, problem: Mapping[str, Any], completion: str, timeout: Optional[float] = None) -> CheckResult:
         """Run prompt + completion against the problem's test; never raises for bad code."""
+        job = self._job(problem, completion, timeout)
+        worker = self._idle.get()
+        started = time.monotonic()
+        try:
+            reply = worker.run(job, job["timeout"] + CLIENT_GRACE_S)
+            if reply is None:
+                worker = self._replace(worker)
+                return self._died(started)
+        finally:
+            self._idle.put(worker)
+        return self._result(reply)
+
+    def check_many(self, items: Iterable[tuple[Mapping[str, Any], str]]) -> list[CheckResult]:
+        """Check many (problem, completion) pairs in parallel over the workers, in order.
+
+        Each worker gets its next job before it has finished the current one,
+        so it never waits for this process between checks.
+        """
+        pending = collections.deque(enumerate(self._job(problem, completion, None) for problem, completion in items))
+        results: list[Optional[CheckResult]] = [None] * len(pending)
+        lock = threading.Lock()
+
+        def take() -> Optional[tuple[int, dict[str, Any]]]:
+            with lock:
+                return pending.popleft() if pending else None
+
+        def drive() -> None:
+            worker = self._idle.get()
+            in_flight: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
+            try:
+                while True:
+                    while len(in_flight) < PIPELINE_DEPTH:
+                        taken = take()
+                        if taken is None:
+                            break
+                        in_flight.append(taken)
+                        if not worker.send(taken[1]):
+                            break  # dead: receive() says so below
+                    if not in_flight:
+                        return
+                    started = time.monotonic()
+                    index, job = in_flight.popleft()
+                    reply = worker.receive(job["timeout"] + CLIENT_GRACE_S)
+                    if reply is None:
+                        worker = self._replace(worker)
+                        results[index] = self._died(started)
+                        # The jobs queued behind it never started: run them again.
+                        with lock:
+                            pending.extendleft(reversed(in_flight))
+                        in_flight.clear()
+                    else:
+                        results[index] = self._result(reply)
+            finally:
+                self._idle.put(worker)
+
+        threads = [threading.Thread(target=drive, daemon=True) for _ in range(min(self.workers, len(pending)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return [result for result in results if result is not None]
+
+    # -- helpers of check and check_many -------------------------------------
+    def _job(self, problem: Mapping[str, Any], completion: str, timeout: Optional[float]) -> dict[str, Any]:
         if not self._all:
             raise SandboxError("the sandbox is not started; use it as a context manager")
-        limit = self.timeout if timeout is None else timeout
-        job = {
+        return {
             "prompt": problem["prompt"],
             "completion": completion,
             "test": problem["test"],
             "entry_point": problem["entry_point"],
-            "timeout": limit,
+            "timeout": self.timeout if timeout is None else timeout,
         }
-        worker = self._idle.get()
-        started = time.monotonic()
-        try:
-            reply = worker.run(job, limit + CLIENT_GRACE_S)
-            if reply is None:
-                # Killed or hung: replace it, so later checks are unaffected.
-                with self._lock:
-                    if worker in self._all:
-                        self._all.remove(worker)
-                    self.restarts += 1
-                try:
-                    worker.proc.kill()
-                except OSError:
-                    pass
-                worker.close()
-                worker = _Worker(self._argv, self._cwd)
-                with self._lock:
-                    self._all.append(worker)
-                return CheckResult(False, "error", "the sandbox worker died during the check and was replaced",
-                                   time.monotonic() - started)
-        finally:
-            self._idle.put(worker)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        """A worker that died or hung is killed and replaced, so later checks are unaffected."""
         with self._lock:
-            self._cpu_seconds += float(reply.get("cpu_seconds", 0.0))
+            if worker in self._all:
+                self._all.remove(worker)
+            self.restarts += 1
+        try:
+            worker.proc.kill()
+        except OSError:
+            pass
+        worker.close()
+        replacement = _Worker(self._argv, self._cwd)
+        with self._lock:
+            self._all.append(replacement)
+        return replacement
+
+    @staticmethod
+    def _died(started: float) -> CheckResult:
+        return CheckResult(False, "error", "the sandbox worker died during the check and was replaced",
+                           time.monotonic() - started)
+
+    def _result(self, reply: Mapping[str, Any]) -> CheckResult:
+        cpu = float(reply.get("cpu_seconds", 0.0))
+        with self._lock:
+            self._cpu_seconds += cpu
             self.checks += 1
         status = reply.get("status", "error")
         if status not in STATUSES:
             status = "error"
-        return CheckResult(status == "passed", status, str(reply.get("detail", "")), float(reply["seconds"]),
-                           float(reply.get("cpu_seconds", 0.0)))
-
-    def check_many(self, items: Iterable[tuple[Mapping[str, Any], str]]) -> list[CheckResult]:
-        """Check many (problem, completion) pairs in parallel over the workers."""
-        items = list(items)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda item: self.check(*item), items))
+        return CheckResult(status == "passed", status, str(reply.get("detail", "")), float(reply["seconds"]), cpu)
 
     def describe(self) -> dict[str, Any]:
         return {
