@@ -319,6 +319,160 @@ def test_tampering_cannot_turn_a_wrong_answer_into_a_pass(box, completion):
     assert_healthy(box)
 
 
+def test_a_test_that_swallows_exceptions_cannot_hide_a_dead_candidate(box):
+    swallowing = {
+        "prompt": "def add(a, b):\n",
+        "test": "def check(candidate):\n    for _ in range(3):\n        try:\n            candidate(1, 2)\n"
+                "        except BaseException:\n            pass\n",
+        "entry_point": "add",
+    }
+    died = box.check(swallowing, "    import os\n    os._exit(3)\n")
+    assert died.status == "error" and not died.passed
+    not_loaded = box.check(swallowing, "    return a + b\nraise ValueError('at import')\n")
+    assert not_loaded.status == "failed" and "raised while loading" in not_loaded.detail
+    assert_healthy(box)
+
+
+def test_a_test_that_never_calls_the_candidate_still_needs_it_to_load(box):
+    lazy = {"prompt": "def add(a, b):\n", "test": "def check(candidate):\n    pass\n", "entry_point": "add"}
+    assert box.check(lazy, "    return a + b\n").passed
+    result = box.check(lazy, "    return a + b\nraise ValueError('at import')\n")
+    assert result.status == "failed" and "ValueError" in result.detail
+
+
+# -- between checks ----------------------------------------------------------------
+
+def test_signals_to_other_processes_are_refused(box):
+    if not box._all[0].seccomp:
+        pytest.skip("no seccomp filter on this platform")
+    # Even where the checked code shares a uid with the sandbox's processes.
+    probe = (
+        "    import os, signal\n"
+        "    for target in (os.getppid(), 1, os.getpid()):\n"
+        "        try:\n"
+        "            os.kill(target, 0)\n"
+        "            return None\n"
+        "        except PermissionError:\n"
+        "            pass\n"
+        "    return a + b\n"
+    )
+    result = box.check(ADD, probe)
+    assert result.passed, result.detail
+
+
+def test_files_left_by_one_check_are_gone_for_the_next(box):
+    writer = ("    import os\n    if not os.path.exists('left.txt'):\n        open('left.txt', 'w').write('x')\n"
+              "        os.makedirs('d/e')\n        os.chmod('d', 0)\n    return a + b\n")
+    reader = "    import os\n    assert os.listdir('.') == [], os.listdir('.')\n    return a + b\n"
+    for _ in range(3):
+        assert box.check(ADD, writer).passed
+        result = box.check(ADD, reader)
+        assert result.passed, result.detail
+    if box.isolation == "subprocess":
+        # Only the candidates alive now (at most two per worker) have a directory.
+        time.sleep(0.2)
+        assert len(os.listdir(box._private_tmp)) <= 2 * box.workers
+
+
+@pytest.mark.parametrize("completion, detail", [
+    ("    return a +\n", "does not compile: SyntaxError"),
+    ("    return a + b\x00\n", "does not compile"),
+    ("    return a + b\n" + "#" * (1 << 20), "over the sandbox's limit"),
+])
+def test_programs_that_cannot_compile_fail_without_running(box, completion, detail):
+    result = box.check(ADD, completion)
+    assert result.status == "failed" and detail in result.detail
+    assert_healthy(box)
+
+
+def test_check_many_survives_a_worker_that_dies_mid_batch():
+    import signal
+    import threading
+
+    sleeper = "    import time\n    time.sleep(1.0)\n    return a + b\n"
+    items = [(ADD, sleeper)] + [(ADD, "    return a + b\n")] * 6
+    with Sandbox(workers=1, timeout=3.0, isolation="subprocess") as sandbox:
+        victim = sandbox._all[0].proc.pid
+        killer = threading.Timer(0.4, lambda: os.kill(victim, signal.SIGKILL))
+        killer.start()
+        results = sandbox.check_many(items)
+        killer.join()
+        assert [r.status for r in results] == ["error"] + ["passed"] * 6
+        assert sandbox.restarts == 1
+
+
+def test_a_dead_spawner_costs_one_check_not_the_worker():
+    import signal
+
+    with Sandbox(workers=1, isolation="subprocess") as sandbox:
+        assert sandbox.check(ADD, "    return a + b\n").passed
+        server = sandbox._all[0].proc.pid
+        spawners = [pid for pid in sandbox_workers()
+                    if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(server)]
+        assert len(spawners) == 1
+        os.kill(spawners[0], signal.SIGKILL)
+        time.sleep(0.1)
+        assert sandbox.check(ADD, "    return a + b\n").status == "error"
+        assert sandbox.check(ADD, "    return a + b\n").passed
+
+
+# -- the seccomp program, run by a small classic-BPF interpreter ---------------
+
+def run_filter(program, arch, nr, args=(0,) * 6):
+    """Evaluate a seccomp classic-BPF program on one system call."""
+    import struct
+
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
+    accumulator, pc = 0, 0
+    while True:
+        code, jt, jf, k = program[pc]
+        if code == 0x20:  # BPF_LD | BPF_W | BPF_ABS
+            accumulator = struct.unpack_from("<I", data, k)[0]
+            pc += 1
+        elif code == 0x15:  # BPF_JMP | BPF_JEQ | BPF_K
+            pc += 1 + (jt if accumulator == k else jf)
+        elif code == 0x35:  # BPF_JMP | BPF_JGE | BPF_K
+            pc += 1 + (jt if accumulator >= k else jf)
+        elif code == 0x06:  # BPF_RET | BPF_K
+            return k
+        else:
+            raise AssertionError(f"unexpected instruction {code:#x}")
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_seccomp_program_refuses_what_it_should_and_nothing_else(machine):
+    import errno
+    import importlib.util
+
+    from pytest_llm_energy import sandbox as sandbox_module
+
+    spec = importlib.util.spec_from_file_location("worker_under_test", sandbox_module.WORKER_SCRIPT)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    arch, numbers = worker._SYSCALLS[machine]
+    program = worker._seccomp_program(arch, numbers)
+    allow = 0x7FFF0000
+
+    def verdict(name_or_nr, args=(0,) * 6, on_arch=arch):
+        nr = numbers[name_or_nr] if isinstance(name_or_nr, str) else name_or_nr
+        result = run_filter(program, on_arch, nr, args)
+        return "allow" if result == allow else errno.errorcode[result & 0xFFFF]
+
+    for name in ("clone", "clone3") + (("fork", "vfork") if machine == "x86_64" else ()):
+        assert verdict(name) == "EAGAIN", name
+    for name in ("ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill", "tgkill",
+                 "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal"):
+        assert verdict(name) == "EPERM", name
+    assert verdict("socket", (2,) + (0,) * 5) == "EACCES"  # AF_INET
+    assert verdict("socket", (10,) + (0,) * 5) == "EACCES"  # AF_INET6
+    assert verdict("socket", (1,) + (0,) * 5) == "allow"  # AF_UNIX
+    for harmless in (0, 1, 3, 9, 12):  # read, write, close, mmap, brk on x86_64
+        assert verdict(harmless) == "allow"
+    assert verdict(0, on_arch=0x40000003) == "ENOSYS"  # another ABI (i386)
+    if machine == "x86_64":
+        assert verdict(0x40000000 | numbers["fork"]) == "ENOSYS"  # x32 numbering
+
+
 # -- construction ----------------------------------------------------------------
 
 def test_bad_arguments_are_rejected():
