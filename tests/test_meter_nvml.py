@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fake_nvml import NVML_ERROR_GPU_IS_LOST, FakeClock, FakeGpu, make_fake_pynvml
+from fake_nvml import FakeGpu, make_fake_pynvml
 from pytest_llm_energy.meters import MeterError, MeterUnavailable, NvmlMeter
 from pytest_llm_energy.meters.nvml import parse_visible_devices
 
