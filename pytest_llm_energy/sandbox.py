@@ -2,8 +2,8 @@
 
 ``Sandbox`` keeps warm fork servers (``_sandbox_worker.py``), each inside
 bubblewrap when it is installed and usable: read-only root, private ``/tmp``,
-no network, its own pid namespace, dies with its parent. A check then costs two
-``fork()`` calls, not an interpreter start. Where bubblewrap is missing or
+no network, its own pid namespace, dies with its parent. A check then costs one
+``fork()`` made ahead of time, not an interpreter start. Where bubblewrap is missing or
 refused, the servers run as plain subprocesses with the same per-check limits
 and seccomp filter, and :attr:`Sandbox.isolation_note` says what is lost.
 
