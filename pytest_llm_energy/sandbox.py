@@ -329,13 +329,21 @@ class Sandbox:
     def close(self) -> None:
         with self._lock:
             workers, self._all = self._all, []
+        idle = set()
+        while True:
+            try:
+                idle.add(self._idle.get_nowait())
+            except queue.Empty:
+                break
         for worker in workers:
-            # A worker reports a check's CPU time with the next one: collect
-            # the last, so the energy estimate misses none.
-            reply = worker.run({"flush": True}, timeout=CLIENT_GRACE_S)
-            if reply is not None:
-                with self._lock:
-                    self._cpu_seconds += float(reply.get("cpu_seconds", 0.0))
+            if worker in idle:
+                # A worker reports part of a check's CPU time (the candidate's
+                # exit) with the next one: collect the last, so the energy
+                # estimate misses none. A busy worker's pipe is not ours to use.
+                reply = worker.run({"flush": True}, timeout=CLIENT_GRACE_S)
+                if reply is not None:
+                    with self._lock:
+                        self._cpu_seconds += float(reply.get("cpu_seconds", 0.0))
             worker.close()
         self._idle = queue.Queue()
         if self._private_tmp:

@@ -385,6 +385,16 @@ def test_programs_that_cannot_compile_fail_without_running(box, completion, deta
     assert_healthy(box)
 
 
+def test_closing_collects_the_cpu_time_not_reported_yet():
+    sandbox = Sandbox(workers=1, isolation="subprocess")
+    with sandbox:
+        assert sandbox.check(ADD, "    return a + b\n").passed
+        after_check = sandbox.cpu_seconds
+    # The candidate's exit and the spawner's share arrive with the next check,
+    # or when the sandbox closes.
+    assert sandbox.cpu_seconds > after_check
+
+
 def test_check_many_survives_a_worker_that_dies_mid_batch():
     import signal
     import threading
