@@ -53,6 +53,15 @@ def sandbox_workers():
     return found
 
 
+def parent_of(pid):
+    """The parent's pid, or None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def settled_worker_count():
     """Processes of the sandbox once none is being forked or reaped."""
     deadline = time.monotonic() + 3
@@ -417,8 +426,7 @@ def test_a_dead_spawner_costs_one_check_not_the_worker():
     with Sandbox(workers=1, isolation="subprocess") as sandbox:
         assert sandbox.check(ADD, "    return a + b\n").passed
         server = sandbox._all[0].proc.pid
-        spawners = [pid for pid in sandbox_workers()
-                    if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(server)]
+        spawners = [pid for pid in sandbox_workers() if parent_of(pid) == server]
         assert len(spawners) == 1
         os.kill(spawners[0], signal.SIGKILL)
         time.sleep(0.1)
