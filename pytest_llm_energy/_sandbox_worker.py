@@ -630,6 +630,10 @@ class CandidateDied(BaseException):
     """The candidate process ended in the middle of a call."""
 
 
+class CandidateMisbehaved(BaseException):
+    """The candidate answered with something other than a well-formed reply."""
+
+
 class CheckTimeout(BaseException):
     """The check ran out of time."""
 
@@ -689,12 +693,17 @@ class CandidateProxy:
         try:
             reply = self.replies.next(self.deadline)
         except CheckTimeout:
-            self.failure = ("timeout", None)
+            if self.failure is None:
+                self.failure = ("timeout", None)
             raise
+        except CandidateError as exc:  # garbled or oversized
+            self._fail("failed", str(exc), CandidateMisbehaved)
         if reply is None:
             if self.loaded is None:
                 self._fail("error", "the candidate process ended before it was ready", CandidateDied)
             self._fail("error", "the candidate process ended during a call", CandidateDied)
+        if type(reply) is not dict:
+            self._fail("failed", "the candidate sent a malformed reply", CandidateMisbehaved)
         if reply.get("ready") is False:
             self._fail("failed", str(reply.get("detail", "not loaded"))[:MAX_DETAIL_CHARS], CandidateNotLoaded)
         self.loaded = True
@@ -714,7 +723,10 @@ class CandidateProxy:
         reply = self._ask(payload)
         if "error" in reply:
             raise CandidateError(str(reply["error"]))
-        return decode(reply["value"])
+        try:
+            return decode(reply["value"])
+        except Exception:
+            self._fail("failed", "the candidate sent a malformed reply", CandidateMisbehaved)
 
     def confirm_loaded(self):
         """For a test that never called the candidate: did prompt + completion load?"""
@@ -785,7 +797,7 @@ def run_test(job, candidate):
         namespace["check"](candidate)
         candidate.confirm_loaded()
         outcome = ("passed", "")
-    except (CandidateDied, CandidateNotLoaded, CheckTimeout):
+    except (CandidateDied, CandidateNotLoaded, CandidateMisbehaved, CheckTimeout):
         outcome = None
     except BaseException as exc:
         outcome = ("failed", _describe(exc) + _test_line(exc, job["test"]))

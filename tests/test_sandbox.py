@@ -342,6 +342,36 @@ def test_a_test_that_swallows_exceptions_cannot_hide_a_dead_candidate(box):
     assert_healthy(box)
 
 
+@pytest.mark.parametrize("frame", [
+    b"\x00\x00\x00\x03[1]",  # not an object
+    b"\x00\x00\x00\x02{}",  # neither a value nor an error
+    b'\x00\x00\x00\x0d{"value": {}}',  # a tag that does not decode
+    b"\xff\xff\xff\xff",  # over the size limit
+    b'\x00\x00\x00\x03{"x',  # not JSON
+], ids=["list", "empty", "bad-tag", "oversized", "not-json"])
+def test_forged_replies_fail_even_under_a_test_that_swallows_exceptions(box, frame):
+    swallowing = {
+        "prompt": "def add(a, b):\n",
+        "test": "def check(candidate):\n    for a, b in [(1, 2), (2, 3), (3, 4)]:\n        try:\n"
+                "            assert candidate(a, b) == a + b\n        except Exception:\n            pass\n",
+        "entry_point": "add",
+    }
+    forger = (
+        "    import os\n"
+        "    for fd in range(3, 16):\n"
+        "        try:\n"
+        f"            os.write(fd, {frame!r})\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return a + b + 1\n"
+    )
+    # This test passes any answer; a reply that is not well formed still fails the check.
+    assert box.check(swallowing, "    return a + b + 1\n").passed
+    result = box.check(swallowing, forger)
+    assert result.status == "failed" and not result.passed, result
+    assert_healthy(box)
+
+
 def test_a_test_that_never_calls_the_candidate_still_needs_it_to_load(box):
     lazy = {"prompt": "def add(a, b):\n", "test": "def check(candidate):\n    pass\n", "entry_point": "add"}
     assert box.check(lazy, "    return a + b\n").passed
