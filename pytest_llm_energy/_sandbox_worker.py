@@ -689,7 +689,9 @@ class CandidateProxy:
         try:
             _write_all(self.requests, payload)
         except (BrokenPipeError, ConnectionError):
-            self._fail("error", "the candidate process ended during a call", CandidateDied)
+            # It ended. If it first said why (it did not load), that is in
+            # its replies; otherwise they end here.
+            pass
         try:
             reply = self.replies.next(self.deadline)
         except CheckTimeout:

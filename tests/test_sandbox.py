@@ -375,8 +375,10 @@ def test_forged_replies_fail_even_under_a_test_that_swallows_exceptions(box, fra
 def test_a_test_that_never_calls_the_candidate_still_needs_it_to_load(box):
     lazy = {"prompt": "def add(a, b):\n", "test": "def check(candidate):\n    pass\n", "entry_point": "add"}
     assert box.check(lazy, "    return a + b\n").passed
-    result = box.check(lazy, "    return a + b\nraise ValueError('at import')\n")
-    assert result.status == "failed" and "ValueError" in result.detail
+    # Many times: the candidate says why and exits, maybe before it is asked.
+    for problem in [lazy, ADD] * 30:
+        result = box.check(problem, "    return a + b\nraise ValueError('at import')\n")
+        assert result.status == "failed" and "ValueError" in result.detail, result
 
 
 # -- between checks ----------------------------------------------------------------
