@@ -341,6 +341,9 @@ def candidate_process(config, requests, replies, workdir):
     for name in ("ctypes", "_ctypes"):
         sys.modules[name] = None
     sys.dont_write_bytecode = True
+    # While waiting, take the copy-on-write faults a job would take, so they
+    # are not on the way of the check.
+    rehearse(config["rehearsal"])
     send, recv, _exit = send_message, recv_trusted, os._exit
     job = recv(requests)
     if job is None:
@@ -911,23 +914,38 @@ def _write_message(stream, obj):
     stream.write(_HEADER.pack(len(payload)) + payload)
 
 
-def _warm_up():
-    """Run what every candidate runs once, before the spawner is forked.
+_WARM_UP_PROGRAM = (
+    "from typing import List\nimport math\n\ndef f(x: List[float]) -> list:\n"
+    "    'A docstring, like every HumanEval prompt.'\n"
+    "    return [x, (x,), {1: x}, math.fsum(x), str(x), len(x) > 1]\n"
+)
 
-    The interpreter initialises some state on first use (the compiler's AST
-    types: about a hundred classes), which each candidate would otherwise
-    build again, and pay for in its own copies of the pages.
+
+def rehearse(program, times=1):
+    """Do what a candidate does with its job, on a harmless program of ours.
+
+    Nothing of it stays behind but memory the interpreter has used (and
+    freed) once, and bytecode it has specialised.
     """
-    # Run it often enough that the interpreter has specialised the bytecode:
-    # a candidate then executes it without writing to the code objects.
-    program = marshal.dumps(compile(
-        "from typing import List\nimport math\n\ndef f(x: List[float]) -> list:\n"
-        "    return [x, (x,), {1: x}, math.fsum(x)]\n", "<warm-up>", "exec"))
-    for _ in range(20):
+    for _ in range(times):
         namespace = {"__name__": "__main__"}
         exec(marshal.loads(program), namespace)
         request = marshal.loads(marshal.dumps((([1.5, 2.0],), {})))
         json.dumps({"value": encode(namespace["f"](*request[0], **request[1]))})
+
+
+def _warm_up():
+    """Run what every candidate runs, before the spawner is forked.
+
+    The interpreter initialises some state on first use (the compiler's AST
+    types: about a hundred classes), which each candidate would otherwise
+    build again, and pay for in its own copies of the pages. Run often enough,
+    the bytecode is specialised, so a candidate executes it without writing to
+    the code objects. Returns the program for candidates to rehearse with.
+    """
+    program = marshal.dumps(compile(_WARM_UP_PROGRAM, "<warm-up>", "exec"))
+    rehearse(program, times=20)
+    return program
 
 
 def main():
@@ -944,7 +962,7 @@ def main():
     # A candidate may share our uid: keep it from ptrace and /proc/<pid>/mem.
     FILTER.set_dumpable(0)
     set_name(b"llm-sbx-server")
-    _warm_up()
+    config["rehearsal"] = _warm_up()
     # Candidates are short-lived copies of the spawner: a garbage collection
     # in one would touch (and so copy) every page. Freeze what exists now,
     # and let candidates collect only what they create.
