@@ -384,7 +384,17 @@ class Sandbox:
             with lock:
                 return pending.popleft() if pending else None
 
+        failures: list[BaseException] = []
+
         def drive() -> None:
+            try:
+                run_jobs()
+            except BaseException as exc:  # e.g. a replacement worker that cannot start
+                failures.append(exc)
+                with lock:
+                    pending.clear()
+
+        def run_jobs() -> None:
             worker = self._idle.get()
             in_flight: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
             try:
@@ -418,7 +428,10 @@ class Sandbox:
             thread.start()
         for thread in threads:
             thread.join()
-        return [result for result in results if result is not None]
+        if failures:
+            raise failures[0]
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]
 
     # -- helpers of check and check_many -------------------------------------
     def _job(self, problem: Mapping[str, Any], completion: str, timeout: Optional[float]) -> dict[str, Any]:

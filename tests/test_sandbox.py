@@ -452,6 +452,17 @@ def test_check_many_survives_a_worker_that_dies_mid_batch():
         assert sandbox.restarts == 1
 
 
+def test_check_many_raises_rather_than_drop_results_when_a_worker_cannot_be_replaced():
+    with Sandbox(workers=1, isolation="subprocess") as sandbox:
+        sandbox._argv = ["/nonexistent/python"]  # a replacement cannot start
+        items = [(ADD, "    import os\n    os._exit(1)\n")] + [(ADD, "    return a + b\n")] * 3
+        # The candidate's exit only ends the check; kill the server to need a replacement.
+        victim = sandbox._all[0].proc.pid
+        os.kill(victim, 9)
+        with pytest.raises((SandboxError, OSError)):
+            sandbox.check_many(items)
+
+
 def test_a_dead_spawner_costs_one_check_not_the_worker():
     import signal
 
