@@ -589,20 +589,22 @@ class Spawner:
         share) comes with a later :meth:`collect`.
         """
         so_far = _cpu_so_far(pid)
-        try:
-            self.channel.send(_PID.pack(pid))
-        except OSError:
-            raise SpawnerGone("the sandbox's spawner process ended")
+        self._kill_and_reap(pid)
         self.released[pid] = so_far
         return so_far
 
     def finish(self, pid):
         """Kill and reap a candidate now: (wait status, CPU seconds of the check)."""
-        self.release(pid)
+        self._kill_and_reap(pid)
         while pid not in self.reaped:
             self._receive()
-        del self.released[pid]
         return self.reaped.pop(pid)
+
+    def _kill_and_reap(self, pid):
+        try:
+            self.channel.send(_PID.pack(pid))
+        except OSError:
+            raise SpawnerGone("the sandbox's spawner process ended")
 
     def collect(self, wait=False):
         """CPU seconds of released candidates reaped since the last call.
@@ -813,6 +815,9 @@ def run_test(job, candidate):
     return outcome
 
 
+MAX_PROGRAM_CHARS = 1 << 20
+
+
 def compile_program(source):
     """Code of prompt + completion as marshal bytes, or the reason it has none.
 
@@ -824,13 +829,8 @@ def compile_program(source):
             len(source), MAX_PROGRAM_CHARS)
     try:
         return marshal.dumps(compile(source, "<completion>", "exec")), None
-    except SyntaxError as exc:
+    except Exception as exc:  # SyntaxError; ValueError (null bytes), RecursionError, MemoryError
         return None, "does not compile: " + _describe(exc)
-    except Exception as exc:  # ValueError (null bytes), RecursionError, MemoryError
-        return None, "does not compile: " + _describe(exc)
-
-
-MAX_PROGRAM_CHARS = 1 << 20
 
 
 def run_job(job, spawner, config):

@@ -25,6 +25,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: str) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def _label(test_id: str) -> str:
     name = test_id.partition("::")[2] or test_id
     return name if len(name) <= 48 else "…" + name[-47:]
@@ -54,10 +61,7 @@ def plot_phases(results: Sequence["CaseResult | BlockResult"], path: str) -> str
     axes.set_xlabel("energy [J]" + (" (estimated)" if estimated else ""))
     axes.set_title("Prefill and decode energy per test" + (f" (top {MAX_BARS})" if len(per_test) > MAX_BARS else ""))
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def plot_babbling(results: Sequence["CaseResult | BlockResult"], path: str) -> str:
@@ -85,10 +89,7 @@ def plot_babbling(results: Sequence["CaseResult | BlockResult"], path: str) -> s
     axes.set_ylabel("decode energy [J]")
     axes.set_title("Babbling suppression: decode energy per task")
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def plot_amplification(results: Sequence["CaseResult | BlockResult"], path: str) -> str:
@@ -107,10 +108,7 @@ def plot_amplification(results: Sequence["CaseResult | BlockResult"], path: str)
         axes.annotate(f"{b.amplification:+.0%}", (b.prompt_tokens, b.decode_j_per_token * 1000),
                       textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     axes.set_title("Amplification: longer prompts, costlier decode tokens")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def write_plots(results: Sequence["CaseResult | BlockResult"], directory: str) -> list[str]:

@@ -177,29 +177,29 @@ def energy(request: pytest.FixtureRequest) -> EnergyFixture:
     return fixture
 
 
+def _case_param(request: pytest.FixtureRequest, fixture: str, marker: str, example: str) -> tuple[Any, EnergySession]:
+    """The case a marker parametrized this test with, and the session; a clear failure without the marker."""
+    param = getattr(request, "param", None)
+    if param is None:
+        pytest.fail(f"{fixture} needs the {marker} marker: {example}", pytrace=False)
+    session = _session(request.config)
+    assert session is not None
+    return param, session
+
+
 @pytest.fixture
 def humaneval_case(request: pytest.FixtureRequest, energy: EnergyFixture) -> HumanEvalCase:
     """The HumanEval task of this test; ``humaneval_case.run()`` generates, checks and returns a CaseResult."""
-    param = getattr(request, "param", None)
-    if param is None:
-        pytest.fail("humaneval_case needs the humaneval marker: @pytest.mark.humaneval(tasks='0-9')",
-                    pytrace=False)
-    index, mode, sample = param
-    session = _session(request.config)
-    assert session is not None
+    (index, mode, sample), session = _case_param(request, "humaneval_case", "humaneval",
+                                                  "@pytest.mark.humaneval(tasks='0-9')")
     return HumanEvalCase(dict(load_problems()[index]), mode, sample, energy, session)
 
 
 @pytest.fixture
 def longbench_case(request: pytest.FixtureRequest, energy: EnergyFixture) -> LongBenchCase:
     """The LongBench record of this test; ``longbench_case.run()`` generates, scores and returns a CaseResult."""
-    param = getattr(request, "param", None)
-    if param is None:
-        pytest.fail("longbench_case needs the longbench marker: @pytest.mark.longbench(subset='lcc', limit=20)",
-                    pytrace=False)
-    subset, index = param
-    session = _session(request.config)
-    assert session is not None
+    (subset, index), session = _case_param(request, "longbench_case", "longbench",
+                                           "@pytest.mark.longbench(subset='lcc', limit=20)")
     return LongBenchCase(dict(session.longbench_records(subset)[index]), subset, energy, session)
 
 
