@@ -26,8 +26,6 @@ so the verdict comes from a process the candidate cannot reach.
 """
 
 import _socket  # not socket.py: its enums and selectors would enlarge every fork
-import ctypes
-import errno
 import gc
 import json
 import marshal
@@ -58,110 +56,16 @@ import typing  # noqa: F401
 NOBODY = 65534
 MAX_DETAIL_CHARS = 2000
 
-# --------------------------------------------------------------------------
-# seccomp: no new processes or threads, no sockets but AF_UNIX, no ptrace,
-# no signals to other processes
-# --------------------------------------------------------------------------
-_SYSCALLS = {
-    # machine: (audit arch, {name: number})
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "socket": 41,
-                            "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-                            "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
-                            "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424}),
-    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "socket": 198,
-                             "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-                             "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
-                             "rt_tgsigqueueinfo": 240, "pidfd_send_signal": 424}),
-}
-_SIGNAL_CALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
-# x86_64 also accepts x32 system calls: the same arch, numbers with this bit.
-_X32_SYSCALL_BIT = 0x40000000
-_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
-_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
-_AF_UNIX = 1
-_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+# The confinement lives in sibling modules (standard library only). -I keeps
+# this script's directory off sys.path: put it back for them alone.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _sandbox_files  # noqa: E402
+import _sandbox_landlock  # noqa: E402
+import _sandbox_seccomp  # noqa: E402
 
-
-def _seccomp_program(arch, numbers):
-    """A classic-BPF seccomp filter, built by hand (the stdlib has no libseccomp)."""
-    ins = []
-
-    def op(code, k, jt=0, jf=0):
-        ins.append((code, jt, jf, k))
-
-    deny_proc = _SECCOMP_RET_ERRNO | errno.EAGAIN
-    deny_net = _SECCOMP_RET_ERRNO | errno.EACCES
-    op(_BPF_LD_W_ABS, 4)  # seccomp_data.arch
-    op(_BPF_JEQ_K, arch, 1, 0)
-    op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.ENOSYS)  # a foreign ABI: refuse everything
-    op(_BPF_LD_W_ABS, 0)  # seccomp_data.nr
-    if "fork" in numbers:  # x86_64: refuse the x32 ABI, which would bypass the numbers below
-        op(_BPF_JGE_K, _X32_SYSCALL_BIT, 0, 1)
-        op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.ENOSYS)
-    op(_BPF_JEQ_K, numbers["clone3"], 0, 1)
-    op(_BPF_RET_K, deny_proc)
-    for name in ("fork", "vfork"):
-        if name in numbers:
-            op(_BPF_JEQ_K, numbers[name], 0, 1)
-            op(_BPF_RET_K, deny_proc)
-    # Threads too: nothing in a check needs them.
-    op(_BPF_JEQ_K, numbers["clone"], 0, 1)
-    op(_BPF_RET_K, deny_proc)
-    # Nothing of another process: its memory, or (another check running
-    # beside this one) its signals.
-    for name in ("ptrace", "process_vm_readv", "process_vm_writev") + _SIGNAL_CALLS:
-        op(_BPF_JEQ_K, numbers[name], 0, 1)
-        op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.EPERM)
-    op(_BPF_JEQ_K, numbers["socket"], 0, 4)
-    op(_BPF_LD_W_ABS, 16)  # args[0] low word: address family
-    op(_BPF_JEQ_K, _AF_UNIX, 0, 1)
-    op(_BPF_RET_K, _SECCOMP_RET_ALLOW)
-    op(_BPF_RET_K, deny_net)
-    op(_BPF_RET_K, _SECCOMP_RET_ALLOW)
-    return ins
-
-
-class _Filter:
-    """The compiled filter and prctl, prepared once in the server before any fork."""
-
-    def __init__(self):
-        self.ready = False
-        spec = _SYSCALLS.get(os.uname().machine)
-        if spec is None or sys.byteorder != "little":
-            return
-        program = _seccomp_program(*spec)
-
-        class SockFilter(ctypes.Structure):
-            _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
-                        ("k", ctypes.c_uint)]
-
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-
-        self._filters = (SockFilter * len(program))(*[SockFilter(*i) for i in program])
-        self._prog = SockFprog(len(program), self._filters)
-        try:
-            self._prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            return
-        self._prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-        self._address = ctypes.addressof(self._prog)
-        self.ready = True
-
-    def install(self):
-        """Install the filter in this process; False where unsupported."""
-        if not self.ready:
-            return False
-        if self._prctl(_PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) != 0:
-            return False
-        return self._prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self._address, 0, 0) == 0
-
-    def set_dumpable(self, value):
-        return self.ready and self._prctl(_PR_SET_DUMPABLE, value, None, 0, 0) == 0
-
-
-_PR_SET_DUMPABLE = 4
-FILTER = _Filter()
+del sys.path[0]
+FILTER = _sandbox_seccomp.Filter()
+LANDLOCK = _sandbox_landlock.Landlock()
 
 
 # --------------------------------------------------------------------------
@@ -199,22 +103,53 @@ def encode(value, depth=0):
     raise NotPlain("returned an object of type " + kind.__name__ + ", not plain data")
 
 
+# Values in one reply that may share a hash: more only come from a
+# candidate building a hash flood (ints or tuples equal modulo 2**61 - 1), which
+# would make building or comparing sets and dicts quadratic in the server.
+MAX_EQUAL_HASHES = 64
+
+
+def _no_hash_flood(values):
+    if len(values) <= MAX_EQUAL_HASHES:
+        return
+    counts = {}
+    for value in values:
+        # Hashes of ints, floats and tuples are the predictable ones; a
+        # string's is keyed per process and costs a pass over its characters.
+        if type(value) is str or type(value) is bytes:
+            continue
+        key = hash(value)
+        count = counts.get(key, 0) + 1
+        if count > MAX_EQUAL_HASHES:
+            raise ValueError("%d values with the same hash: a hash flood" % count)
+        counts[key] = count
+
+
 def decode(data):
-    if isinstance(data, list):
-        return [decode(v) for v in data]
-    if not isinstance(data, dict):
-        return data
-    (tag, value), = data.items()
+    """The value a reply encodes; ValueError (or TypeError) for anything malformed."""
+    if type(data) is list:
+        values = [decode(v) for v in data]
+        _no_hash_flood(values)
+        return values
+    if type(data) is not _Tagged:
+        if data is None or type(data) in (bool, int, str):
+            return data
+        raise ValueError("not a value")
+    tag, value = data
     if tag == "f":
         return float(value)
     if tag == "t":
-        return tuple(decode(v) for v in value)
+        values = tuple(decode(v) for v in value)
+        _no_hash_flood(values)
+        return values
     if tag == "d":
-        return {decode(k): decode(v) for k, v in value}
-    if tag == "s":
-        return {decode(v) for v in value}
-    if tag == "fs":
-        return frozenset(decode(v) for v in value)
+        pairs = [(decode(k), decode(v)) for k, v in value]
+        _no_hash_flood([k for k, _ in pairs])
+        return dict(pairs)
+    if tag in ("s", "fs"):
+        values = [decode(v) for v in value]
+        _no_hash_flood(values)
+        return set(values) if tag == "s" else frozenset(values)
     if tag == "b":
         return bytes.fromhex(value)
     if tag == "c":
@@ -222,7 +157,36 @@ def decode(data):
     raise ValueError("unknown tag " + repr(tag))
 
 
-MAX_MESSAGE_BYTES = 16 << 20
+class _Tagged(tuple):
+    """A JSON object of a reply: one (tag, value) pair, never a dict (no hashing of its keys)."""
+
+
+def _reply_object(pairs):
+    """A JSON object in a reply, built without hashing what the candidate chose.
+
+    One key: a tagged value, or the reply itself. A few keys: the reply (a
+    candidate that did not load says why). More: malformed.
+    """
+    if len(pairs) == 1:
+        return _Tagged(pairs[0])
+    if len(pairs) <= 4:
+        return dict(pairs)
+    raise ValueError("an object with %d keys" % len(pairs))
+
+
+def parse_reply(body):
+    """A reply as a dict of its keys; ValueError for anything malformed."""
+    reply = json.loads(body, object_pairs_hook=_reply_object)
+    if type(reply) is _Tagged:
+        return dict([reply])
+    if type(reply) is not dict:
+        raise ValueError("a reply is an object")
+    return reply
+
+
+# A reply larger than this is refused before it is parsed: the server parses
+# it in memory, and nothing a HumanEval-style test compares needs more.
+MAX_MESSAGE_BYTES = 4 << 20
 _HEADER = struct.Struct(">I")
 
 
@@ -295,8 +259,12 @@ def _limit(which, value):
         pass
 
 
-def confine(config, keep, workdir, drop):
-    """Everything a checked process gets: its own session, directory, limits."""
+def confine(config, keep, workdir, ruleset):
+    """Everything a checked process gets: its own session, directory, limits, and the kernel's refusals.
+
+    Nothing here rests on what Python lets the checked code do: the uid, the
+    Landlock domain and the seccomp filter hold against ``ctypes`` too.
+    """
     # stdio already is /dev/null and the environment is empty: the server
     # set both up once for all its children.
     os.setsid()
@@ -313,10 +281,17 @@ def confine(config, keep, workdir, drop):
     _limit(resource.RLIMIT_NOFILE, 64)
     _limit(resource.RLIMIT_NPROC, 1)
     _limit(resource.RLIMIT_CORE, 0)
-    if drop:
+    _limit(resource.RLIMIT_MEMLOCK, 0)
+    _limit(resource.RLIMIT_MSGQUEUE, 0)
+    if config["drop_to_nobody"]:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+    if ruleset is not None:
+        # Landlock needs no_new_privs (or CAP_SYS_ADMIN, which it never has).
+        if not (FILTER.no_new_privs() and LANDLOCK.restrict(ruleset)):
+            os._exit(72)
+        os.close(ruleset)
     if config["seccomp"] and not FILTER.install():
         os._exit(71)
     sys.setrecursionlimit(3000)
@@ -324,22 +299,22 @@ def confine(config, keep, workdir, drop):
 
 # Sent instead of a call by a test that never called the candidate: did it load?
 PING = "ping"
+# Exit statuses of a candidate that could not confine itself.
+_NO_SECCOMP, _NO_LANDLOCK = 71, 72
 
 
-def candidate_process(config, requests, replies, workdir):
+def candidate_process(config, requests, replies, workdir, ruleset):
     """Waits, confined, for its job; runs prompt + completion; answers calls.
 
     It is forked and confined before its job exists, so a check does not wait
-    for ``fork()`` and the confinement. Its job comes compiled (by the server,
-    which compiles but never runs checked code): compiling here would cost
-    several times more, every page the compiler writes being a copy. There is
-    no "ready" message: the first call's reply says the candidate loaded, and
-    a candidate that did not load says so instead of answering.
+    for ``fork()`` and the confinement. Its job comes compiled (by the
+    server's compiler process, which compiles but never runs checked code):
+    compiling here would cost several times more, every page the compiler
+    writes being a copy. There is no "ready" message: the first call's reply
+    says the candidate loaded, and a candidate that did not load says so
+    instead of answering.
     """
-    confine(config, {requests, replies}, workdir, config["drop_to_nobody"])
-    # No raw memory access for the checked code, and no stray .pyc files.
-    for name in ("ctypes", "_ctypes"):
-        sys.modules[name] = None
+    confine(config, {requests, replies} | ({ruleset} if ruleset is not None else set()), workdir, ruleset)
     sys.dont_write_bytecode = True
     # While waiting, take the copy-on-write faults a job would take, so they
     # are not on the way of the check.
@@ -430,67 +405,70 @@ def _kill_all(pid, config, sandbox, candidates):
                     pass
 
 
-def _remove_tree(path):
-    """Remove a candidate's working directory, whatever it left there."""
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        entries = []
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                os.chmod(entry.path, 0o700)  # it may have locked itself out
-                _remove_tree(entry.path)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _fork_candidate(config, workdir):
-    """Fork a candidate; returns its pid and the server's ends of its pipes."""
+def _new_workdir(config):
+    """An empty directory for one candidate, under a name no other candidate can guess or list."""
+    workdir = "%s/check-%s" % (config["tmp"], os.urandom(12).hex())
     os.mkdir(workdir, 0o700)
     if config["drop_to_nobody"]:
         os.chown(workdir, NOBODY, NOBODY)
-    requests_r, requests_w = os.pipe()
-    replies_r, replies_w = os.pipe()
-    pid = os.fork()
+    return workdir
+
+
+def _remove_workdir(workdir):
+    """Remove what a (dead) candidate left, never following a link it planted; never raises."""
+    try:
+        _sandbox_files.remove_tree(workdir)
+    except Exception:
+        pass
+
+
+def _fork_candidate(config):
+    """Fork a candidate; returns its pid, its directory and the server's ends of its pipes."""
+    workdir = _new_workdir(config)
+    ruleset = None
+    try:
+        if config["landlock"]:
+            ruleset = LANDLOCK.ruleset(workdir)
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        pid = os.fork()
+    except BaseException:
+        if ruleset is not None:
+            os.close(ruleset)
+        _remove_workdir(workdir)
+        raise
     if pid == 0:
         try:
             os.close(requests_w)
             os.close(replies_r)
-            candidate_process(config, requests_r, replies_w, workdir)
+            candidate_process(config, requests_r, replies_w, workdir, ruleset)
         finally:
             os._exit(70)
+    if ruleset is not None:
+        os.close(ruleset)
     os.close(requests_r)
     os.close(replies_w)
-    return pid, requests_w, replies_r
+    return pid, workdir, requests_w, replies_r
 
 
 def spawner_process(config, channel):
     """Keeps candidates ready; kills and reaps each one the server releases.
 
-    Each candidate gets a working directory of its own, removed with it, so
-    no check sees what another left. Reaping reports the candidate's wait
-    status and CPU time, plus this process's own (part of the cost of checks).
-    Returns when the server is gone.
+    Each candidate gets a working directory of its own, made when it is
+    forked, under a random name, and removed once it is dead. Reaping reports
+    the candidate's wait status and CPU time, plus this process's own (part
+    of the cost of checks). Returns when the server is gone.
     """
     set_name(b"llm-sbx-spawner")
+    if config["capless_root"]:
+        drop_capabilities()
     sandbox = {1, os.getpid(), os.getppid()}
     workdirs = {}
     cpu = time.process_time()
-    count = 0
-    prefix = "%s/check-%d-" % (config["tmp"], os.getpid())
     try:
         while True:
             while len(workdirs) < POOL:
-                count += 1
-                workdir = prefix + str(count)
-                pid, requests_w, replies_r = _fork_candidate(config, workdir)
+                pid, workdir, requests_w, replies_r = _fork_candidate(config)
                 workdirs[pid] = workdir
                 try:
                     _send_fds(channel, _MESSAGE.pack(_SPAWNED, pid, 0, 0.0), (requests_w, replies_r))
@@ -503,18 +481,39 @@ def spawner_process(config, channel):
                 return  # EOF, or a request that is not ours
             _kill_all(pid, config, sandbox, workdirs)
             _, wait_status, usage = os.wait4(pid, 0)
-            _remove_tree(workdirs.pop(pid))
+            # Only now, with the candidate dead, is its directory touched.
+            _remove_workdir(workdirs.pop(pid))
             now = time.process_time()
             used = usage.ru_utime + usage.ru_stime + now - cpu
             cpu = now
             channel.send(_MESSAGE.pack(_REAPED, pid, wait_status, used))
     except OSError:
-        return  # the server is gone
+        return  # the server is gone, or no candidate can be made: the server sees it end
     finally:
         for pid, workdir in workdirs.items():
             _kill_all(pid, config, sandbox, ())
             os.waitpid(pid, 0)
-            _remove_tree(workdir)
+            _remove_workdir(workdir)
+
+
+_CAPSET = {"x86_64": 126, "aarch64": 91}
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_capabilities():
+    """Clear every capability of this process (and so of the candidates it forks).
+
+    For a root sandbox whose candidates keep uid 0 (the interpreter is not
+    readable by ``nobody``): root without capabilities, confined by Landlock
+    and seccomp, can do no more than another user.
+    """
+    import ctypes
+
+    number = _CAPSET.get(os.uname().machine)
+    header = struct.pack("<Ii", _CAPABILITY_VERSION_3, 0)
+    data = bytes(24)  # two (effective, permitted, inheritable) triples, all empty
+    if number is None or ctypes.CDLL(None, use_errno=True).syscall(number, header, data) != 0:
+        os._exit(73)
 
 
 def _cpu_so_far(pid):
@@ -541,11 +540,14 @@ class Spawner:
         self.pid = os.fork()
         if self.pid == 0:
             try:
-                # Keep stdio (/dev/null) and the channel only: the client must
-                # see the server's pipes close when the server ends.
-                keep = spawner_end.fileno()
-                os.closerange(3, keep)
-                os.closerange(keep + 1, config["max_fd"])
+                # Keep stdio (/dev/null), the channel and the paths Landlock
+                # rules name, nothing else: the client must see the server's
+                # pipes close when the server ends.
+                low = 3
+                for fd in sorted({spawner_end.fileno()} | set(LANDLOCK.fds)):
+                    os.closerange(low, fd)
+                    low = fd + 1
+                os.closerange(low, config["max_fd"])
                 spawner_process(config, spawner_end)
             finally:
                 os._exit(0)
@@ -648,21 +650,29 @@ class Replies:
 
     def __init__(self, fd):
         self.fd = fd
-        self.buffer = b""
+        self.buffer = bytearray()
 
     def next(self, deadline):
-        """One message, or None at EOF; CheckTimeout at the deadline."""
+        """One reply, or None at EOF; CheckTimeout at the deadline, CandidateError when malformed."""
+        body = self.next_raw(deadline, MAX_MESSAGE_BYTES)
+        if body is None:
+            return None
+        try:
+            return parse_reply(body)
+        except (ValueError, RecursionError) as exc:
+            raise CandidateError("garbled reply: " + _describe(exc))
+
+    def next_raw(self, deadline, limit):
+        """One message's bytes, or None at EOF; refused unread when over ``limit`` bytes."""
         while True:
             if len(self.buffer) >= 4:
                 size = _HEADER.unpack(self.buffer[:4])[0]
-                if size > MAX_MESSAGE_BYTES:
+                if size > limit:
                     raise CandidateError("a reply of %d bytes is over the limit" % size)
                 if len(self.buffer) >= 4 + size:
-                    body, self.buffer = self.buffer[4:4 + size], self.buffer[4 + size:]
-                    try:
-                        return json.loads(body)
-                    except ValueError as exc:
-                        raise CandidateError("garbled reply: " + _describe(exc))
+                    body = bytes(self.buffer[4:4 + size])
+                    del self.buffer[:4 + size]
+                    return body
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CheckTimeout()
@@ -816,28 +826,113 @@ def run_test(job, candidate):
 
 
 MAX_PROGRAM_CHARS = 1 << 20
+# Memory the compiler process may use beyond its own image: compiling folds
+# constants, and a few kilobytes of chained string products fold into
+# gigabytes; with this limit they fail as a MemoryError.
+COMPILER_MEMORY_MB = 512
+# Seconds compiling one program may take at most (the check's own timeout if shorter).
+COMPILER_DEADLINE_S = 10.0
 
 
-def compile_program(source):
-    """Code of prompt + completion as marshal bytes, or the reason it has none.
+def _compiler_process(requests, replies):
+    """Compiles programs sent on ``requests``; answers status byte + marshal'd code or the reason."""
+    set_name(b"llm-sbx-compiler")
+    while True:
+        message = recv_trusted(requests)
+        if message is None:
+            os._exit(0)
+        try:
+            reply = b"+" + marshal.dumps(compile(message, "<completion>", "exec"))
+        except Exception as exc:  # SyntaxError; ValueError (null bytes), RecursionError, MemoryError
+            reply = b"-" + ("does not compile: " + _describe(exc)).encode("utf-8", "replace")
+        _write_all(replies, reply)
 
-    Compiling parses and builds code objects; it runs nothing, so the server
-    may do it. Bounded input keeps it quick.
+
+class Compiler:
+    """Compiling untrusted source, in a process of its own with its own limits.
+
+    Compiling runs no code, but it may take quadratic time and memory
+    (constant folding), and the server must not pay for that: the compiler
+    has an address-space limit, a deadline per program, and is replaced when
+    it is killed, runs out of time or dies. It is long-lived, so a check
+    costs two pipe messages, not a process.
     """
-    if len(source) > MAX_PROGRAM_CHARS:
-        return None, "the program has %d characters, over the sandbox's limit of %d" % (
-            len(source), MAX_PROGRAM_CHARS)
+
+    def __init__(self, config):
+        self.config = config
+        self.pid = None
+        self._start()
+
+    def _start(self):
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                keep = {requests_r, replies_w}
+                low = 3
+                for fd in sorted(keep):
+                    os.closerange(low, fd)
+                    low = fd + 1
+                os.closerange(low, self.config["max_fd"])
+                _limit(resource.RLIMIT_AS, _address_space() + COMPILER_MEMORY_MB * 1024 * 1024)
+                _limit(resource.RLIMIT_CORE, 0)
+                if self.config["seccomp"] and not FILTER.install():
+                    os._exit(71)
+                _compiler_process(requests_r, replies_w)
+            finally:
+                os._exit(70)
+        os.close(requests_r)
+        os.close(replies_w)
+        self.pid, self.requests, self.replies = pid, requests_w, replies_r
+
+    def _stop(self):
+        for fd in (self.requests, self.replies):
+            os.close(fd)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(self.pid, 0)
+
+    def compile(self, source, deadline_s):
+        """(marshal'd code, None) or (None, why it has none)."""
+        if len(source) > MAX_PROGRAM_CHARS:
+            return None, "the program has %d characters, over the sandbox's limit of %d" % (
+                len(source), MAX_PROGRAM_CHARS)
+        deadline = time.monotonic() + min(deadline_s, COMPILER_DEADLINE_S)
+        reply = None
+        try:
+            send_trusted(self.requests, source)
+            reply = Replies(self.replies).next_raw(deadline, (MAX_PROGRAM_CHARS + 1024) * 64)
+        except (CheckTimeout, CandidateError, OSError):
+            pass
+        if reply and reply[:1] in (b"+", b"-"):
+            if reply[:1] == b"+":
+                return reply[1:], None
+            return None, reply[1:].decode("utf-8", "replace")
+        # Killed by its limits, out of time, or broken: replace it.
+        self._stop()
+        self._start()
+        if time.monotonic() >= deadline:
+            return None, "does not compile: compiling took over %.1f s" % min(deadline_s, COMPILER_DEADLINE_S)
+        return None, "does not compile: the compiler ran out of memory"
+
+
+def _address_space():
+    """This process's virtual memory size in bytes (0 where unknown)."""
     try:
-        return marshal.dumps(compile(source, "<completion>", "exec")), None
-    except Exception as exc:  # SyntaxError; ValueError (null bytes), RecursionError, MemoryError
-        return None, "does not compile: " + _describe(exc)
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
-def run_job(job, spawner, config):
+def run_job(job, spawner, compiler, config):
     started = time.monotonic()
     server_cpu = time.process_time()
     earlier_cpu = spawner.collect()
-    code, problem = compile_program(job["prompt"] + job["completion"])
+    code, problem = compiler.compile(job["prompt"] + job["completion"], job["timeout"])
     if code is None:
         # Nothing to run: no candidate is used up.
         return {"status": "failed", "detail": problem, "seconds": time.monotonic() - started,
@@ -849,7 +944,13 @@ def run_job(job, spawner, config):
             send_trusted(requests, (code, job["entry_point"], job["timeout"]))
         except (BrokenPipeError, ConnectionError):
             pass  # it died; the first call reports that
-        status, detail = run_test(job, CandidateProxy(requests, replies, deadline))
+        # The test is trusted, but what it computes on the candidate's answers
+        # is not bounded by it: an alarm ends the check at its deadline.
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline - time.monotonic()) + SERVER_GRACE_S)
+        try:
+            status, detail = run_test(job, CandidateProxy(requests, replies, deadline))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except CheckTimeout:
         status, detail = "timeout", "no result within %.1f s" % job["timeout"]
     except Exception as exc:  # a bug here must not take the server down
@@ -869,16 +970,28 @@ def run_job(job, spawner, config):
     elif status == "error" and signalled not in (None, signal.SIGKILL):
         detail += " (killed by " + signal.Signals(signalled).name + ")"
     elif status == "error" and os.WIFEXITED(wait_status):
-        if os.WEXITSTATUS(wait_status) == 71:
+        code = os.WEXITSTATUS(wait_status)
+        if code == _NO_SECCOMP:
             detail = "could not install the seccomp filter"
+        elif code == _NO_LANDLOCK:
+            detail = "could not enter the Landlock domain"
         else:
-            detail += " (exit status %d)" % os.WEXITSTATUS(wait_status)
+            detail += " (exit status %d)" % code
     return {
         "status": status,
         "detail": detail,
         "seconds": seconds,
         "cpu_seconds": earlier_cpu + check_cpu + time.process_time() - server_cpu,
     }
+
+
+# Seconds the server's alarm allows beyond a check's deadline (the candidate's
+# own deadline comes first; the alarm is for the test's own computation).
+SERVER_GRACE_S = 0.5
+
+
+def _on_alarm(signum, frame):
+    raise CheckTimeout()
 
 
 def _read_exact(stream, size):
@@ -948,6 +1061,40 @@ def _warm_up():
     return program
 
 
+def _decide_identity(config):
+    """Which uid candidates run as, given what the kernel offers.
+
+    As root, candidates drop to ``nobody``. Where ``nobody`` cannot read the
+    interpreter (a private home such as ``/root``, without bubblewrap to
+    expose it), they keep uid 0 without any capability, which only Landlock
+    and seccomp together make safe; without both they still drop to
+    ``nobody``, and modules not loaded before the fork cannot be imported.
+    """
+    config["drop_to_nobody"] = False
+    config["capless_root"] = False
+    if not config["as_root"]:
+        return
+    if config["nobody_can_read_interpreter"] or not (config["landlock"] and config["seccomp"]):
+        config["drop_to_nobody"] = True
+    else:
+        config["capless_root"] = True
+
+
+def _private_tmp(config):
+    """Candidates' directories go here; none of them may list it, or write to it."""
+    mode = 0o711 if config["drop_to_nobody"] else 0o300
+    os.chmod(config["tmp"], mode)
+
+
+def _limit_server_memory(config):
+    """An address-space limit on the server, which parses what candidates send.
+
+    High enough for the candidates' own limit (they can only lower it).
+    """
+    budget = max(config["memory_mb"], 1024) + 512
+    _limit(resource.RLIMIT_AS, _address_space() + budget * 1024 * 1024)
+
+
 def main():
     config = json.loads(sys.argv[1])
     # Keep the protocol on private descriptors; point stdio at /dev/null.
@@ -959,18 +1106,28 @@ def main():
     config["max_fd"] = max(inp.fileno(), out.fileno(), devnull) + 64
     os.environ.clear()
     config["seccomp"] = config["seccomp"] and _seccomp_works()
+    config["landlock"] = bool(config["landlock"] and LANDLOCK.abi)
+    if config["landlock"]:
+        LANDLOCK.prepare(*_sandbox_landlock.interpreter_paths())
+    _decide_identity(config)
+    _private_tmp(config)
     # A candidate may share our uid: keep it from ptrace and /proc/<pid>/mem.
     FILTER.set_dumpable(0)
     set_name(b"llm-sbx-server")
+    signal.signal(signal.SIGALRM, _on_alarm)
     config["rehearsal"] = _warm_up()
+    _limit_server_memory(config)
     # Candidates are short-lived copies of the spawner: a garbage collection
     # in one would touch (and so copy) every page. Freeze what exists now,
     # and let candidates collect only what they create.
     gc.collect()
     gc.freeze()
     spawner = Spawner(config)
+    compiler = Compiler(config)
     # Report that we started, and what protection is in force.
-    _write_message(out, {"ready": True, "seccomp": config["seccomp"], "pid": os.getpid()})
+    _write_message(out, {"ready": True, "seccomp": config["seccomp"], "pid": os.getpid(),
+                         "landlock": LANDLOCK.abi if config["landlock"] else 0,
+                         "drop_to_nobody": config["drop_to_nobody"], "capless_root": config["capless_root"]})
     while True:
         header = _read_exact(inp, 4)
         if header is None:
@@ -984,7 +1141,7 @@ def main():
                 # The client is closing: report CPU time not reported yet.
                 result = {"cpu_seconds": spawner.collect(wait=True)}
             else:
-                result = run_job(job, spawner, config)
+                result = run_job(job, spawner, compiler, config)
         except SpawnerGone:
             # A check killed it: end here, so the client replaces this server
             # and reports this check as an error.

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from ._sandbox_files import remove_tree
+
 WORKER_SCRIPT = Path(__file__).with_name("_sandbox_worker.py")
 STATUSES = ("passed", "failed", "timeout", "error")
 # Extra seconds the client waits beyond a check's own timeout before it
@@ -66,61 +68,57 @@ def _world_reachable(path: Path) -> bool:
     return bool(path.stat().st_mode & stat.S_IROTH)
 
 
-def _hidden_ancestor(path: Path) -> Optional[Path]:
-    """The outermost directory above ``path`` that others cannot traverse."""
-    current = Path("/")
-    for part in path.parts[1:-1]:
-        current = current / part
-        try:
-            if not current.stat().st_mode & stat.S_IXOTH:
-                return current
-        except OSError:
-            return None
-    return None
-
-
 def _interpreter() -> tuple[str, Path]:
     executable = os.path.realpath(sys.executable)
     prefix = Path(os.path.realpath(sys.base_prefix))
     return executable, prefix
 
 
+# What the interpreter needs from the host inside bubblewrap, bound read-only;
+# nothing else of the host is there (no home, no checkout, no dataset, no
+# sockets or FIFOs). Top-level links (merged /usr) are recreated as links.
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+
+
 def _bwrap_command(as_root: bool, tmp_bytes: int) -> list[str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxError("bubblewrap (bwrap) is not installed; apt-get install bubblewrap")
-    command = [
-        bwrap,
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
+    command = [bwrap]
+    bound: list[Path] = []
+    for name in _SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            command += ["--symlink", os.readlink(path), name]
+        elif path.is_dir():
+            command += ["--ro-bind", name, name]
+            bound.append(path)
+    for name in _SYSTEM_FILES:
+        command += ["--ro-bind-try", name, name]
+    command += ["--dir", "/dev"]
+    for name in _DEVICES:
+        command += ["--dev-bind-try", name, name]
+    command += [
         "--proc", "/proc",
-        "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+        "--size", str(tmp_bytes), "--perms", "0755", "--tmpfs", "/tmp",
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--clearenv",
         "--setenv", "PATH", "/usr/bin:/bin",
         "--chdir", "/tmp",
     ]
-    _, prefix = _interpreter()
-    needed = [prefix, WORKER_SCRIPT.parent.resolve()]
-    masked = {Path("/tmp")}
-    if as_root:
-        # Checked code runs as nobody, who must still reach the interpreter and
-        # this script: replace a private ancestor (such as /root) by an empty
-        # tmpfs holding just what is needed, which also hides the rest of it.
-        hidden = {a for a in (_hidden_ancestor(p / "x") for p in needed) if a is not None}
-        for ancestor in sorted(hidden):
-            command += ["--perms", "0755", "--tmpfs", str(ancestor)]
-        masked |= hidden
-    for path in needed:
-        # The private /tmp (or a tmpfs above) hides this path: bind it back.
-        root = next((m for m in masked if m in path.parents), None)
-        if root is None:
+    executable, prefix = _interpreter()
+    # The interpreter and this package's directory (the worker and its
+    # modules), each with the directories leading to it made traversable.
+    for path in (prefix, Path(executable), WORKER_SCRIPT.parent.resolve()):
+        if any(path == b or b in path.parents for b in bound):
             continue
-        # bwrap would create the directories leading to a bind mount as 0700.
         for directory in reversed(path.parents):
-            if root in directory.parents:
+            if directory != Path("/") and not any(directory == b or b in directory.parents for b in bound):
                 command += ["--perms", "0755", "--dir", str(directory)]
         command += ["--ro-bind", str(path), str(path)]
+        bound.append(path)
     if not as_root:
         command.append("--unshare-user")
     else:
@@ -155,6 +153,9 @@ class _Worker:
             first = (stderr or b"").decode("utf-8", "replace").strip().splitlines()
             raise SandboxError(first[0] if first else "the sandbox worker did not start")
         self.seccomp = bool(ready.get("seccomp"))
+        self.landlock = int(ready.get("landlock") or 0)
+        self.drop_to_nobody = bool(ready.get("drop_to_nobody"))
+        self.capless_root = bool(ready.get("capless_root"))
         # The worker's stderr is no longer read: send it nowhere.
         assert self.proc.stderr is not None
         self.proc.stderr.close()
@@ -285,11 +286,19 @@ class Sandbox:
             self._add_worker()
             self.isolation = "subprocess"
             notes.append("no separate filesystem, network or pid namespace")
-            if as_root and not self._config["drop_to_nobody"]:
-                notes.append("checked code runs as root: the interpreter is not readable by nobody")
-        if not self._all[0].seccomp:
-            notes.append("no seccomp filter on this platform: new processes and sockets are not blocked")
+        first = self._all[0]
+        if not first.seccomp:
+            notes.append("no seccomp filter on this platform: system calls are not restricted")
             self._config["seccomp"] = False
+        if not first.landlock:
+            notes.append("no Landlock in this kernel: checked code sees the files its uid may read")
+            self._config["landlock"] = False
+        if first.capless_root:
+            notes.append("checked code keeps uid 0 without capabilities (the interpreter is not readable by "
+                         "nobody), confined by Landlock and seccomp")
+        elif as_root and self.isolation == "subprocess" and not self._config["nobody_can_read_interpreter"]:
+            notes.append("checked code runs as nobody, who cannot read the interpreter: "
+                         "modules not loaded in advance cannot be imported")
         self.isolation_note = "; ".join(notes) if notes else None
         while len(self._all) < self.workers:
             self._add_worker()
@@ -299,23 +308,22 @@ class Sandbox:
             config = {
                 "tmp": "/tmp",
                 "own_pid_namespace": True,
-                "drop_to_nobody": as_root,
+                # bubblewrap makes the directories to the interpreter traversable.
+                "nobody_can_read_interpreter": True,
             }
             launcher = _bwrap_command(as_root, tmp_bytes=max(64, 4 * self.file_mb) * 1024 * 1024)
             self._cwd = None
         else:
+            # The worker makes it unlistable to candidates once it knows their uid.
             self._private_tmp = tempfile.mkdtemp(prefix="llm-energy-sandbox-")
-            # Others may pass through (each check's directory is chowned to
-            # nobody) but not list it.
-            os.chmod(self._private_tmp, 0o711)
             config = {
                 "tmp": self._private_tmp,
                 "own_pid_namespace": False,
-                "drop_to_nobody": as_root and _world_reachable(Path(executable)) and _world_reachable(prefix),
+                "nobody_can_read_interpreter": _world_reachable(Path(executable)) and _world_reachable(prefix),
             }
             launcher = []
             self._cwd = self._private_tmp
-        config.update(memory_mb=self.memory_mb, file_mb=self.file_mb, seccomp=True)
+        config.update(as_root=as_root, memory_mb=self.memory_mb, file_mb=self.file_mb, seccomp=True, landlock=True)
         self._config = config
         self._argv = launcher + [executable, "-I", "-S", str(WORKER_SCRIPT), json.dumps(config)]
 
@@ -347,7 +355,9 @@ class Sandbox:
             worker.close()
         self._idle = queue.Queue()
         if self._private_tmp:
-            shutil.rmtree(self._private_tmp, ignore_errors=True)
+            # Whatever checked code left there, removed without following
+            # any link it planted, however deep.
+            remove_tree(self._private_tmp)
             self._private_tmp = None
 
     # -- checks ----------------------------------------------------------------

@@ -9,73 +9,10 @@ import pytest
 
 from pytest_llm_energy.sandbox import Sandbox, SandboxError
 
-ADD = {
-    "prompt": "def add(a, b):\n",
-    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert abs(candidate(-1, 1)) < 1e-9\n",
-    "entry_point": "add",
-}
-PROBE = {
-    "prompt": "def probe():\n",
-    "test": "def check(candidate):\n    assert candidate() == []\n",
-    "entry_point": "probe",
-}
-
-MODES = ["bwrap", "subprocess"]
-
-
-@pytest.fixture(scope="module", params=MODES)
-def box(request):
-    if request.param == "bwrap" and shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed")
-    # Installed but failing is a bug to see, unless this machine refuses
-    # namespaces and says so.
-    try:
-        sandbox = Sandbox(workers=2, timeout=2.0, memory_mb=512, isolation=request.param)
-        sandbox.start()
-    except SandboxError as exc:
-        if os.environ.get("LLM_ENERGY_NO_BWRAP_TESTS"):
-            pytest.skip(f"bubblewrap refused here: {exc}")
-        raise
-    with sandbox:
-        yield sandbox
-
-
-def sandbox_workers():
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    if b"_sandbox_worker.py" in handle.read():
-                        found.append(int(pid))
-            except OSError:
-                pass
-    return found
-
-
-def parent_of(pid):
-    """The parent's pid, or None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def settled_worker_count():
-    """Processes of the sandbox once none is being forked or reaped."""
-    deadline = time.monotonic() + 3
-    while True:
-        first = len(sandbox_workers())
-        time.sleep(0.05)
-        second = len(sandbox_workers())
-        if first == second or time.monotonic() > deadline:
-            return second
-
-
-def assert_healthy(box):
-    result = box.check(ADD, "    return a + b\n")
-    assert result.passed, result.detail
+from sandbox_support import (  # noqa: E402,F401  (box is a fixture)
+    ADD, MODES, PROBE, assert_healthy, box, parent_of, sandbox_workers, sees_only_its_uid_files,
+    settled_worker_count,
+)
 
 
 # -- ordinary results ------------------------------------------------------------
@@ -167,13 +104,9 @@ def test_memory_bomb_is_contained(box):
     assert_healthy(box)
 
 
-def runs_as_root_without_namespaces(box):
-    return box.isolation == "subprocess" and not box._config["drop_to_nobody"]
-
-
 def test_files_outside_the_sandbox_are_untouched(box, tmp_path):
-    if runs_as_root_without_namespaces(box):
-        pytest.skip("reduced isolation: checked code runs as root here (see isolation_note)")
+    if sees_only_its_uid_files(box):
+        pytest.skip("reduced isolation: no Landlock here, checked code reaches its uid's files (see isolation_note)")
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     os.chmod(tmp_path, 0o777)  # even where the directory is open to everyone
@@ -217,13 +150,17 @@ def test_network_connections_are_refused(box):
 
 
 def test_environment_secrets_are_not_visible(box, monkeypatch):
-    if runs_as_root_without_namespaces(box):
-        pytest.skip("reduced isolation: checked code runs as root here (see isolation_note)")
+    if sees_only_its_uid_files(box):
+        pytest.skip("reduced isolation: no Landlock here, checked code reaches its uid's files (see isolation_note)")
     monkeypatch.setenv("LLM_ENERGY_TEST_SECRET", "hunter2")
     probe = (
         "    import os\n"
         "    found = [k for k, v in os.environ.items() if 'hunter2' in v]\n"
-        "    for pid in os.listdir('/proc'):\n"
+        "    try:\n"
+        "        pids = os.listdir('/proc')\n"
+        "    except OSError:\n"
+        "        pids = [str(n) for n in range(1, 5000)]\n"
+        "    for pid in pids:\n"
         "        try:\n"
         "            if b'hunter2' in open('/proc/%s/environ' % pid, 'rb').read():\n"
         "                found.append(pid)\n"
@@ -358,7 +295,7 @@ def test_forged_replies_fail_even_under_a_test_that_swallows_exceptions(box, fra
     }
     forger = (
         "    import os\n"
-        "    for fd in range(3, 16):\n"
+        "    for fd in range(3, 64):\n"
         "        try:\n"
         f"            os.write(fd, {frame!r})\n"
         "        except OSError:\n"
@@ -403,7 +340,7 @@ def test_signals_to_other_processes_are_refused(box):
 
 def test_files_left_by_one_check_are_gone_for_the_next(box):
     writer = ("    import os\n    if not os.path.exists('left.txt'):\n        open('left.txt', 'w').write('x')\n"
-              "        os.makedirs('d/e')\n        os.chmod('d', 0)\n    return a + b\n")
+              "        open('other.bin', 'wb').write(b'y' * 4096)\n    return a + b\n")
     reader = "    import os\n    assert os.listdir('.') == [], os.listdir('.')\n    return a + b\n"
     for _ in range(3):
         assert box.check(ADD, writer).passed
@@ -412,7 +349,28 @@ def test_files_left_by_one_check_are_gone_for_the_next(box):
     if box.isolation == "subprocess":
         # Only the candidates alive now (at most two per worker) have a directory.
         time.sleep(0.2)
+        os.chmod(box._private_tmp, 0o700)  # unlistable while the sandbox runs
         assert len(os.listdir(box._private_tmp)) <= 2 * box.workers
+
+
+def test_a_check_makes_no_directories_links_or_special_files(box):
+    if not box._all[0].seccomp:
+        pytest.skip("no seccomp filter on this platform")
+    attempts = (
+        "    import os\n    refused = 0\n"
+        "    for make in (lambda: os.mkdir('d'), lambda: os.symlink('/etc', 'l'), lambda: os.link('f', 'h'),\n"
+        "                 lambda: os.mkfifo('p'), lambda: os.chmod('f', 0o777)):\n"
+        "        open('f', 'w').close()\n"
+        "        try:\n"
+        "            make()\n"
+        "        except OSError:\n"
+        "            refused += 1\n"
+        "    return refused\n"
+    )
+    five = {"prompt": "def f():\n", "test": "def check(candidate):\n    assert candidate() == 5\n",
+            "entry_point": "f"}
+    result = box.check(five, attempts)
+    assert result.passed, result.detail
 
 
 @pytest.mark.parametrize("completion, detail", [
@@ -463,13 +421,22 @@ def test_check_many_raises_rather_than_drop_results_when_a_worker_cannot_be_repl
             sandbox.check_many(items)
 
 
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
 def test_a_dead_spawner_costs_one_check_not_the_worker():
     import signal
 
     with Sandbox(workers=1, isolation="subprocess") as sandbox:
         assert sandbox.check(ADD, "    return a + b\n").passed
         server = sandbox._all[0].proc.pid
-        spawners = [pid for pid in sandbox_workers() if parent_of(pid) == server]
+        spawners = [pid for pid in sandbox_workers()
+                    if parent_of(pid) == server and process_name(pid) == "llm-sbx-spawner"]
         assert len(spawners) == 1
         os.kill(spawners[0], signal.SIGKILL)
         time.sleep(0.1)
@@ -494,24 +461,33 @@ def run_filter(program, arch, nr, args=(0,) * 6):
             pc += 1 + (jt if accumulator == k else jf)
         elif code == 0x35:  # BPF_JMP | BPF_JGE | BPF_K
             pc += 1 + (jt if accumulator >= k else jf)
+        elif code == 0x45:  # BPF_JMP | BPF_JSET | BPF_K
+            pc += 1 + (jt if accumulator & k else jf)
         elif code == 0x06:  # BPF_RET | BPF_K
             return k
         else:
             raise AssertionError(f"unexpected instruction {code:#x}")
 
 
+# What the red team reached through ctypes, and the rest of what no check needs.
+MUST_REFUSE = (
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "add_key", "keyctl", "request_key",
+    "shmget", "shmat", "shmctl", "semget", "msgget", "memfd_create", "unshare", "setns", "mount",
+    "pidfd_getfd", "pidfd_open", "ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill",
+    "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "execve", "execveat",
+    "connect", "bind", "prctl", "personality", "flock", "mkdirat", "symlinkat", "linkat", "mknodat",
+    "fchmod", "fchmodat", "fchmodat2", "fchownat", "fchown",
+)
+
+
 @pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
-def test_seccomp_program_refuses_what_it_should_and_nothing_else(machine):
+def test_seccomp_program_allows_only_its_list(machine):
     import errno
-    import importlib.util
 
-    from pytest_llm_energy import sandbox as sandbox_module
+    from pytest_llm_energy import _sandbox_seccomp as seccomp
 
-    spec = importlib.util.spec_from_file_location("worker_under_test", sandbox_module.WORKER_SCRIPT)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
-    arch, numbers = worker._SYSCALLS[machine]
-    program = worker._seccomp_program(arch, numbers)
+    arch, numbers = seccomp.SYSCALLS[machine]
+    program = seccomp.program(arch, numbers)
     allow = 0x7FFF0000
 
     def verdict(name_or_nr, args=(0,) * 6, on_arch=arch):
@@ -521,17 +497,59 @@ def test_seccomp_program_refuses_what_it_should_and_nothing_else(machine):
 
     for name in ("clone", "clone3") + (("fork", "vfork") if machine == "x86_64" else ()):
         assert verdict(name) == "EAGAIN", name
-    for name in ("ptrace", "process_vm_readv", "process_vm_writev", "kill", "tkill", "tgkill",
-                 "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal"):
-        assert verdict(name) == "EPERM", name
-    assert verdict("socket", (2,) + (0,) * 5) == "EACCES"  # AF_INET
-    assert verdict("socket", (10,) + (0,) * 5) == "EACCES"  # AF_INET6
-    assert verdict("socket", (1,) + (0,) * 5) == "allow"  # AF_UNIX
-    for harmless in (0, 1, 3, 9, 12):  # read, write, close, mmap, brk on x86_64
-        assert verdict(harmless) == "allow"
+    for family in (1, 2, 10, 16, 40):  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_VSOCK
+        assert verdict("socket", (family,) + (0,) * 5) == "EACCES"
+    for name in MUST_REFUSE:
+        if name in numbers:
+            assert verdict(name) == "EPERM", name
+    allowed = [name for name in seccomp.ALLOWED if name in numbers]
+    assert len(allowed) > 40
+    for name in allowed:
+        assert verdict(name) == "allow", name
+    # Every number not on the list is refused, including ones no table names.
+    listed = {numbers[name] for name in allowed} | {numbers["fcntl"], numbers["ioctl"], numbers["prlimit64"]}
+    for nr in range(0, 600):
+        if nr not in listed:
+            assert verdict(nr) != "allow", nr
+    # fcntl: descriptor flags yes; owner, signal, async I/O and locks no.
+    fcntl = lambda cmd, arg=0: verdict("fcntl", (3, cmd, arg, 0, 0, 0))  # noqa: E731
+    for cmd in (0, 1, 2, 3, 1030):
+        assert fcntl(cmd) == "allow"
+    assert fcntl(4, 0o4000) == "allow"  # F_SETFL O_NONBLOCK
+    assert fcntl(4, 0o20000) == "EPERM" and fcntl(4, 0o24000) == "EPERM"  # O_ASYNC
+    for cmd in (8, 10, 15, 5, 6, 7, 1024, 37, 38):  # F_SETOWN, F_SETSIG, F_SETOWN_EX, locks, leases, OFD locks
+        assert fcntl(cmd) == "EPERM", cmd
+    # ioctl: terminal queries only (TIOCSTI, FIOASYNC refused).
+    assert verdict("ioctl", (0, 0x5401, 0, 0, 0, 0)) == "allow"
+    assert verdict("ioctl", (0, 0x5412, 0, 0, 0, 0)) == "EPERM"
+    assert verdict("ioctl", (0, 0x5452, 0, 0, 0, 0)) == "EPERM"
+    # prlimit64 on itself only.
+    assert verdict("prlimit64", (0, 7, 0, 0, 0, 0)) == "allow"
+    assert verdict("prlimit64", (1, 7, 0, 0, 0, 0)) == "EPERM"
     assert verdict(0, on_arch=0x40000003) == "ENOSYS"  # another ABI (i386)
     if machine == "x86_64":
         assert verdict(0x40000000 | numbers["fork"]) == "ENOSYS"  # x32 numbering
+        assert verdict(0x40000000) == "ENOSYS"
+
+
+def test_seccomp_tables_match_the_kernel_headers_where_they_are_installed():
+    import re
+
+    from pytest_llm_energy import _sandbox_seccomp as seccomp
+
+    headers = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "aarch64": "/usr/include/asm-generic/unistd.h"}
+    checked = 0
+    for machine, header in headers.items():
+        if not os.path.exists(header):
+            continue
+        known = {name: int(nr) for name, nr in re.findall(r"#define __NR(?:3264)?_(\w+) (\d+)", open(header).read())}
+        known.setdefault("newfstatat", known.get("fstatat"))
+        for name, nr in seccomp.SYSCALLS[machine][1].items():
+            if name in known and known[name] is not None:
+                assert known[name] == nr, (machine, name)
+                checked += 1
+    if not checked:
+        pytest.skip("no kernel headers here")
 
 
 # -- construction ----------------------------------------------------------------
