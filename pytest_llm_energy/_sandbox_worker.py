@@ -103,26 +103,33 @@ def encode(value, depth=0):
     raise NotPlain("returned an object of type " + kind.__name__ + ", not plain data")
 
 
-# Values in one reply that may share a hash: more only come from a
-# candidate building a hash flood (ints or tuples equal modulo 2**61 - 1), which
-# would make building or comparing sets and dicts quadratic in the server.
+# Distinct values in one container of a reply that may share a hash: more only
+# come from a candidate building a hash flood (ints or tuples equal modulo
+# 2**61 - 1), which would make building or comparing sets and dicts quadratic
+# in the server. Equal values are no flood: [0] * 1000 is fine.
 MAX_EQUAL_HASHES = 64
+# Values whose hash the candidate can predict (a string's is keyed per process).
+_PREDICTABLE_HASH = (int, float, complex, bool, tuple, frozenset)
 
 
 def _no_hash_flood(values):
     if len(values) <= MAX_EQUAL_HASHES:
         return
-    counts = {}
+    buckets = {}
     for value in values:
-        # Hashes of ints, floats and tuples are the predictable ones; a
-        # string's is keyed per process and costs a pass over its characters.
-        if type(value) is str or type(value) is bytes:
+        if type(value) not in _PREDICTABLE_HASH:
             continue
-        key = hash(value)
-        count = counts.get(key, 0) + 1
-        if count > MAX_EQUAL_HASHES:
-            raise ValueError("%d values with the same hash: a hash flood" % count)
-        counts[key] = count
+        try:
+            key = hash(value)
+        except TypeError:  # a tuple holding a list: never a set member or dict key
+            continue
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [value]
+        elif value not in bucket:
+            bucket.append(value)
+            if len(bucket) > MAX_EQUAL_HASHES:
+                raise ValueError("over %d distinct values with the same hash: a hash flood" % MAX_EQUAL_HASHES)
 
 
 def decode(data):
@@ -742,8 +749,8 @@ class CandidateProxy:
             raise CandidateError(str(reply["error"]))
         try:
             return decode(reply["value"])
-        except Exception:
-            self._fail("failed", "the candidate sent a malformed reply", CandidateMisbehaved)
+        except Exception as exc:  # KeyError, ValueError, TypeError, RecursionError, MemoryError
+            self._fail("failed", "the candidate sent a malformed reply: " + _describe(exc), CandidateMisbehaved)
 
     def confirm_loaded(self):
         """For a test that never called the candidate: did prompt + completion load?"""
@@ -814,7 +821,12 @@ def run_test(job, candidate):
         namespace["check"](candidate)
         candidate.confirm_loaded()
         outcome = ("passed", "")
-    except (CandidateDied, CandidateNotLoaded, CandidateMisbehaved, CheckTimeout):
+    except CheckTimeout:
+        # The candidate's deadline, or the server's alarm during the test's own work.
+        if candidate.failure is None:
+            raise
+        outcome = None
+    except (CandidateDied, CandidateNotLoaded, CandidateMisbehaved):
         outcome = None
     except BaseException as exc:
         outcome = ("failed", _describe(exc) + _test_line(exc, job["test"]))
