@@ -60,7 +60,8 @@ def remove_tree(path):
     while stack:
         fd, own_name, skip = stack[-1]
         try:
-            os.fchmod(fd, 0o700)  # its writer may have locked it
+            if os.fstat(fd).st_mode & 0o700 != 0o700:
+                os.fchmod(fd, 0o700)  # its writer locked it
         except OSError:
             pass
         child = None

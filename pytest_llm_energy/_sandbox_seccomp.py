@@ -11,6 +11,13 @@ A few allowed calls are checked on their arguments: ``fcntl`` only for
 descriptor flags (never ``F_SETOWN``/``F_SETSIG``/``O_ASYNC``, which make the
 kernel signal another process, nor locks), ``ioctl`` only for the terminal
 queries Python itself makes, ``prlimit64`` only on the calling process.
+
+Installing a long filter costs the kernel time in every process that does it,
+so the spawner installs the allow-list once, with the few calls it needs
+itself on top (:data:`SPAWNER_EXTRA`: forking, reaping, making a candidate's
+directory, confining it), and each candidate adds a short filter that refuses
+exactly those. The kernel applies both, so a candidate gets the allow-list
+and nothing more.
 """
 
 import errno
@@ -38,6 +45,14 @@ ALLOWED = (
     "getrlimit", "sched_getaffinity", "sched_yield", "getcpu",
     "futex", "getrandom", "exit", "exit_group", "restart_syscall",
 )
+# What the spawner (and a candidate, while it confines itself) needs on top of
+# ALLOWED; each candidate's own filter refuses these again.
+SPAWNER_EXTRA = (
+    "clone", "wait4", "kill", "sendmsg", "recvmsg", "sendto", "recvfrom", "mkdir", "mkdirat",
+    "chown", "fchown", "fchownat", "chmod", "fchmod", "fchmodat", "setsid", "setuid", "setgid",
+    "setgroups", "setresuid", "setresgid", "prctl", "seccomp", "close_range", "set_robust_list", "rseq",
+    "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+)
 # Refused with an errno Python programs already expect for them.
 REFUSED_AS = {
     "clone": errno.EAGAIN, "clone3": errno.EAGAIN, "fork": errno.EAGAIN, "vfork": errno.EAGAIN,
@@ -55,6 +70,10 @@ IOCTL_ALLOWED = (0x5401, 0x5413, 0x5450, 0x5451)
 # machine: (audit arch, {name: number}); numbers from the kernel's unistd headers.
 SYSCALLS = {
     "x86_64": (0xC000003E, {
+        "sendto": 44, "recvfrom": 45, "sendmsg": 46, "recvmsg": 47, "wait4": 61, "setuid": 105,
+        "setgid": 106, "setsid": 112, "setgroups": 116, "setresuid": 117, "setresgid": 119,
+        "capset": 126, "set_robust_list": 273, "seccomp": 317, "rseq": 334, "close_range": 436,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
         "read": 0, "write": 1, "open": 2, "close": 3, "stat": 4, "fstat": 5, "lstat": 6, "poll": 7,
         "lseek": 8, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
         "rt_sigprocmask": 14, "rt_sigreturn": 15, "ioctl": 16, "pread64": 17, "pwrite64": 18,
@@ -88,6 +107,10 @@ SYSCALLS = {
         "faccessat2": 439, "fchmodat2": 452,
     }),
     "aarch64": (0xC00000B7, {
+        "sendto": 206, "recvfrom": 207, "sendmsg": 211, "recvmsg": 212, "wait4": 260, "setuid": 146,
+        "setgid": 144, "setsid": 157, "setgroups": 159, "setresuid": 147, "setresgid": 149,
+        "capset": 91, "set_robust_list": 99, "seccomp": 277, "rseq": 293, "close_range": 436,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
         "getcwd": 17, "dup": 23, "dup3": 24, "fcntl": 25, "ioctl": 29, "flock": 32, "mknodat": 33,
         "mkdirat": 34, "unlinkat": 35, "symlinkat": 36, "linkat": 37, "renameat": 38, "umount2": 39,
         "mount": 40, "statfs": 43, "fstatfs": 44, "truncate": 45, "ftruncate": 46, "faccessat": 48,
@@ -119,69 +142,157 @@ SYSCALLS = {
 }
 
 # Classic BPF, as seccomp runs it.
-BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGE_K, BPF_JSET_K, BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+BPF_LD_W_ABS, BPF_JA = 0x20, 0x05
+BPF_JEQ_K, BPF_JGE_K, BPF_JSET_K, BPF_RET_K = 0x15, 0x35, 0x45, 0x06
 RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
 # x86_64 also accepts x32 system calls: the same arch, numbers with this bit.
 X32_SYSCALL_BIT = 0x40000000
 # Offsets in struct seccomp_data: nr, arch, then (after the instruction
 # pointer) six 64-bit arguments; the low word of argument i is at 16 + 8 i.
 _NR, _ARCH = 0, 4
+# Numbers tested one after another at a leaf of the search tree.
+_LEAF = 3
 
 
 def _arg_low(index):
     return 16 + 8 * index
 
 
-def program(arch, numbers):
-    """The filter as (code, jt, jf, k) instructions."""
-    ins = []
+class _Assembler:
+    """Instructions with symbolic jump targets, resolved to offsets at the end."""
 
-    def op(code, k, jt=0, jf=0):
-        ins.append((code, jt, jf, k))
+    def __init__(self):
+        self.items = []  # (code, k, jt label or None, jf label or None) or ("label", name)
+        self.labels = 0
 
+    def label(self):
+        self.labels += 1
+        return "L%d" % self.labels
+
+    def place(self, name):
+        self.items.append(("label", name))
+
+    def op(self, code, k=0, jt=None, jf=None):
+        self.items.append((code, k, jt, jf))
+
+    def assemble(self):
+        where, count = {}, 0
+        for item in self.items:
+            if item[0] == "label":
+                where[item[1]] = count
+            else:
+                count += 1
+        ins, pc = [], 0
+        for item in self.items:
+            if item[0] == "label":
+                continue
+            code, k, jt, jf = item
+            if code == BPF_JA:
+                k = where[k] - pc - 1
+                jt_off = jf_off = 0
+            else:
+                jt_off = where[jt] - pc - 1 if jt is not None else 0
+                jf_off = where[jf] - pc - 1 if jf is not None else 0
+                assert 0 <= jt_off < 256 and 0 <= jf_off < 256, "a conditional jump out of reach"
+            ins.append((code, jt_off, jf_off, k))
+            pc += 1
+        return ins
+
+
+def program(arch, numbers, extra=()):
+    """The allow-list filter (plus the calls named in ``extra``) as (code, jt, jf, k) instructions.
+
+    A binary search over the system call number, so every call takes about
+    ten instructions, and installing the filter (the kernel runs it once per
+    call number to cache the constant verdicts) stays cheap.
+    """
+    asm = _Assembler()
     allow, deny = RET_ALLOW, RET_ERRNO | DEFAULT_ERRNO
-    op(BPF_LD_W_ABS, _ARCH)
-    op(BPF_JEQ_K, arch, 1, 0)
-    op(BPF_RET_K, RET_ERRNO | errno.ENOSYS)  # a foreign ABI (i386 on x86_64): refuse everything
-    op(BPF_LD_W_ABS, _NR)
-    if "fork" in numbers:  # x86_64: the x32 ABI would bypass the numbers below
-        op(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1)
-        op(BPF_RET_K, RET_ERRNO | errno.ENOSYS)
-    # The calls of every check first, so the common path is short (the
-    # kernel also caches the verdict of calls whose arguments are not read).
-    for name in ALLOWED:
-        if name in numbers:
-            op(BPF_JEQ_K, numbers[name], 0, 1)
-            op(BPF_RET_K, allow)
-    for name, code in REFUSED_AS.items():
-        if name in numbers:
-            op(BPF_JEQ_K, numbers[name], 0, 1)
-            op(BPF_RET_K, RET_ERRNO | code)
+    checked = {"fcntl": asm.label(), "ioctl": asm.label(), "prlimit64": asm.label()}
+    actions = {numbers[name]: ("ret", RET_ERRNO | code) for name, code in REFUSED_AS.items() if name in numbers}
+    actions.update({numbers[name]: ("ret", allow) for name in ALLOWED + tuple(extra) if name in numbers})
+    actions.update({numbers[name]: ("check", label) for name, label in checked.items()})
+
+    _native_only(asm, arch, numbers)
+
+    def tree(nrs):
+        if len(nrs) <= _LEAF:
+            for nr in nrs:
+                other = asm.label()
+                asm.op(BPF_JEQ_K, nr, None, other)
+                kind, value = actions[nr]
+                if kind == "ret":
+                    asm.op(BPF_RET_K, value)
+                else:
+                    asm.op(BPF_JA, value)
+                asm.place(other)
+            asm.op(BPF_RET_K, deny)
+            return
+        middle = len(nrs) // 2
+        upper = asm.label()
+        lower = asm.label()
+        asm.op(BPF_JGE_K, nrs[middle], None, lower)
+        asm.op(BPF_JA, upper)
+        asm.place(lower)
+        tree(nrs[:middle])
+        asm.place(upper)
+        tree(nrs[middle:])
+
+    tree(sorted(actions))
+
+    yes, no = asm.label(), asm.label()
     # fcntl: flag commands; F_SETFL without O_ASYNC.
-    op(BPF_JEQ_K, numbers["fcntl"], 0, 6 + len(FCNTL_ALLOWED))
-    op(BPF_LD_W_ABS, _arg_low(1))
-    for position, cmd in enumerate(FCNTL_ALLOWED):
-        op(BPF_JEQ_K, cmd, len(FCNTL_ALLOWED) + 2 - position, 0)
-    op(BPF_JEQ_K, F_SETFL, 0, 3)
-    op(BPF_LD_W_ABS, _arg_low(2))
-    op(BPF_JSET_K, O_ASYNC, 1, 0)
-    op(BPF_RET_K, allow)
-    op(BPF_RET_K, deny)
+    asm.place(checked["fcntl"])
+    asm.op(BPF_LD_W_ABS, _arg_low(1))
+    for cmd in FCNTL_ALLOWED:
+        asm.op(BPF_JEQ_K, cmd, yes, None)
+    asm.op(BPF_JEQ_K, F_SETFL, None, no)
+    asm.op(BPF_LD_W_ABS, _arg_low(2))
+    asm.op(BPF_JSET_K, O_ASYNC, no, yes)
     # ioctl: the few terminal queries.
-    op(BPF_JEQ_K, numbers["ioctl"], 0, 3 + len(IOCTL_ALLOWED))
-    op(BPF_LD_W_ABS, _arg_low(1))
-    for position, cmd in enumerate(IOCTL_ALLOWED):
-        op(BPF_JEQ_K, cmd, len(IOCTL_ALLOWED) - position, 0)
-    op(BPF_RET_K, deny)
-    op(BPF_RET_K, allow)
+    asm.place(checked["ioctl"])
+    asm.op(BPF_LD_W_ABS, _arg_low(1))
+    for cmd in IOCTL_ALLOWED:
+        asm.op(BPF_JEQ_K, cmd, yes, None)
+    asm.op(BPF_JA, no)
     # prlimit64: on itself only (pid 0), never on another process.
-    op(BPF_JEQ_K, numbers["prlimit64"], 0, 4)
-    op(BPF_LD_W_ABS, _arg_low(0))
-    op(BPF_JEQ_K, 0, 0, 1)
-    op(BPF_RET_K, allow)
-    op(BPF_RET_K, deny)
-    op(BPF_RET_K, deny)
-    return ins
+    asm.place(checked["prlimit64"])
+    asm.op(BPF_LD_W_ABS, _arg_low(0))
+    asm.op(BPF_JEQ_K, 0, yes, no)
+    asm.place(yes)
+    asm.op(BPF_RET_K, allow)
+    asm.place(no)
+    asm.op(BPF_RET_K, deny)
+    return asm.assemble()
+
+
+def _native_only(asm, arch, numbers):
+    """Refuse every call of a foreign ABI (i386 on x86_64) and of x32; leave the number loaded."""
+    asm.op(BPF_LD_W_ABS, _ARCH)
+    native = asm.label()
+    asm.op(BPF_JEQ_K, arch, native, None)
+    asm.op(BPF_RET_K, RET_ERRNO | errno.ENOSYS)
+    asm.place(native)
+    asm.op(BPF_LD_W_ABS, _NR)
+    if "fork" in numbers:  # x86_64: the x32 ABI would bypass the numbers
+        native64 = asm.label()
+        asm.op(BPF_JGE_K, X32_SYSCALL_BIT, None, native64)
+        asm.op(BPF_RET_K, RET_ERRNO | errno.ENOSYS)
+        asm.place(native64)
+
+
+def candidate_program(arch, numbers):
+    """The short filter a candidate adds over the spawner's: SPAWNER_EXTRA refused again."""
+    asm = _Assembler()
+    _native_only(asm, arch, numbers)
+    for name in SPAWNER_EXTRA:
+        if name in numbers:
+            other = asm.label()
+            asm.op(BPF_JEQ_K, numbers[name], None, other)
+            asm.op(BPF_RET_K, RET_ERRNO | REFUSED_AS.get(name, DEFAULT_ERRNO))
+            asm.place(other)
+    asm.op(BPF_RET_K, RET_ALLOW)
+    return asm.assemble()
 
 
 class Filter:
@@ -191,12 +302,11 @@ class Filter:
 
     def __init__(self):
         self.ready = False
+        self.base_installed = False
         spec = SYSCALLS.get(os.uname().machine)
         if spec is None or sys.byteorder != "little":
             return
         import ctypes
-
-        instructions = program(*spec)
 
         class SockFilter(ctypes.Structure):
             _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
@@ -205,24 +315,41 @@ class Filter:
         class SockFprog(ctypes.Structure):
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
-        self._filters = (SockFilter * len(instructions))(*[SockFilter(*i) for i in instructions])
-        self._prog = SockFprog(len(instructions), self._filters)
+        def compiled(instructions):
+            filters = (SockFilter * len(instructions))(*[SockFilter(*i) for i in instructions])
+            return filters, SockFprog(len(instructions), filters)
+
+        self._programs = {
+            "full": compiled(program(*spec)),
+            "spawner": compiled(program(*spec, extra=SPAWNER_EXTRA)),
+            "candidate": compiled(candidate_program(*spec)),
+        }
         try:
             self._prctl = ctypes.CDLL(None, use_errno=True).prctl
         except (OSError, AttributeError):
             return
         self._prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-        self._address = ctypes.addressof(self._prog)
+        self._addresses = {name: ctypes.addressof(prog) for name, (_, prog) in self._programs.items()}
         self.ready = True
 
     def no_new_privs(self):
         return self.ready and self._prctl(self.PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) == 0
 
-    def install(self):
-        """Install the filter in this process; False where unsupported."""
+    def install(self, which=None):
+        """Install a filter in this process; False where unsupported.
+
+        ``which``: ``"spawner"`` (the allow-list and the spawner's own calls,
+        once, in the spawner), or by default the candidate's: the short one
+        over the spawner's where that is installed, else the whole allow-list.
+        """
         if not self.no_new_privs():
             return False
-        return self._prctl(self.PR_SET_SECCOMP, self.SECCOMP_MODE_FILTER, self._address, 0, 0) == 0
+        if which is None:
+            which = "candidate" if self.base_installed else "full"
+        ok = self._prctl(self.PR_SET_SECCOMP, self.SECCOMP_MODE_FILTER, self._addresses[which], 0, 0) == 0
+        if ok and which == "spawner":
+            self.base_installed = True
+        return ok
 
     def set_dumpable(self, value):
         return self.ready and self._prctl(self.PR_SET_DUMPABLE, value, None, 0, 0) == 0

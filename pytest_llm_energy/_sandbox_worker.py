@@ -259,6 +259,10 @@ def _describe(exc):
 # --------------------------------------------------------------------------
 # the candidate
 # --------------------------------------------------------------------------
+# Exit statuses of a candidate that could not confine itself.
+_NO_SECCOMP, _NO_LANDLOCK = 71, 72
+
+
 def _limit(which, value):
     try:
         resource.setrlimit(which, (value, value))
@@ -266,7 +270,7 @@ def _limit(which, value):
         pass
 
 
-def confine(config, keep, workdir, ruleset):
+def confine(config, keep, workdir):
     """Everything a checked process gets: its own session, directory, limits, and the kernel's refusals.
 
     Nothing here rests on what Python lets the checked code do: the uid, the
@@ -275,8 +279,10 @@ def confine(config, keep, workdir, ruleset):
     # stdio already is /dev/null and the environment is empty: the server
     # set both up once for all its children.
     os.setsid()
+    # The shared Landlock layer stays open until the candidate has entered it.
+    shared = {LANDLOCK.shared} if config["landlock"] else set()
     low = 3
-    for fd in sorted(keep):
+    for fd in sorted(keep | shared):
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, config["max_fd"])
@@ -294,23 +300,20 @@ def confine(config, keep, workdir, ruleset):
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    if ruleset is not None:
-        # Landlock needs no_new_privs (or CAP_SYS_ADMIN, which it never has).
-        if not (FILTER.no_new_privs() and LANDLOCK.restrict(ruleset)):
-            os._exit(72)
-        os.close(ruleset)
+    if config["landlock"]:
+        if not (FILTER.no_new_privs() and LANDLOCK.restrict(workdir)):
+            os._exit(_NO_LANDLOCK)
+        os.close(LANDLOCK.shared)
     if config["seccomp"] and not FILTER.install():
-        os._exit(71)
+        os._exit(_NO_SECCOMP)
     sys.setrecursionlimit(3000)
 
 
 # Sent instead of a call by a test that never called the candidate: did it load?
 PING = "ping"
-# Exit statuses of a candidate that could not confine itself.
-_NO_SECCOMP, _NO_LANDLOCK = 71, 72
 
 
-def candidate_process(config, requests, replies, workdir, ruleset):
+def candidate_process(config, requests, replies, workdir):
     """Waits, confined, for its job; runs prompt + completion; answers calls.
 
     It is forked and confined before its job exists, so a check does not wait
@@ -321,7 +324,7 @@ def candidate_process(config, requests, replies, workdir, ruleset):
     says the candidate loaded, and a candidate that did not load says so
     instead of answering.
     """
-    confine(config, {requests, replies} | ({ruleset} if ruleset is not None else set()), workdir, ruleset)
+    confine(config, {requests, replies}, workdir)
     sys.dont_write_bytecode = True
     # While waiting, take the copy-on-write faults a job would take, so they
     # are not on the way of the check.
@@ -424,6 +427,11 @@ def _new_workdir(config):
 def _remove_workdir(workdir):
     """Remove what a (dead) candidate left, never following a link it planted; never raises."""
     try:
+        os.rmdir(workdir)  # the common case: it left nothing (a link here is not followed)
+        return
+    except OSError:
+        pass
+    try:
         _sandbox_files.remove_tree(workdir)
     except Exception:
         pass
@@ -432,27 +440,20 @@ def _remove_workdir(workdir):
 def _fork_candidate(config):
     """Fork a candidate; returns its pid, its directory and the server's ends of its pipes."""
     workdir = _new_workdir(config)
-    ruleset = None
     try:
-        if config["landlock"]:
-            ruleset = LANDLOCK.ruleset(workdir)
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         pid = os.fork()
     except BaseException:
-        if ruleset is not None:
-            os.close(ruleset)
         _remove_workdir(workdir)
         raise
     if pid == 0:
         try:
             os.close(requests_w)
             os.close(replies_r)
-            candidate_process(config, requests_r, replies_w, workdir, ruleset)
+            candidate_process(config, requests_r, replies_w, workdir)
         finally:
             os._exit(70)
-    if ruleset is not None:
-        os.close(ruleset)
     os.close(requests_r)
     os.close(replies_w)
     return pid, workdir, requests_w, replies_r
@@ -469,6 +470,10 @@ def spawner_process(config, channel):
     set_name(b"llm-sbx-spawner")
     if config["capless_root"]:
         drop_capabilities()
+    if config["seccomp"]:
+        # Once here, so each candidate only adds a short filter of its own
+        # (installing the whole list costs the kernel time in every process).
+        FILTER.install("spawner")
     sandbox = {1, os.getpid(), os.getppid()}
     workdirs = {}
     cpu = time.process_time()
@@ -551,7 +556,7 @@ class Spawner:
                 # rules name, nothing else: the client must see the server's
                 # pipes close when the server ends.
                 low = 3
-                for fd in sorted({spawner_end.fileno()} | set(LANDLOCK.fds)):
+                for fd in sorted({spawner_end.fileno()} | ({LANDLOCK.shared} if config["landlock"] else set())):
                     os.closerange(low, fd)
                     low = fd + 1
                 os.closerange(low, config["max_fd"])
@@ -1120,7 +1125,10 @@ def main():
     config["seccomp"] = config["seccomp"] and _seccomp_works()
     config["landlock"] = bool(config["landlock"] and LANDLOCK.abi)
     if config["landlock"]:
-        LANDLOCK.prepare(*_sandbox_landlock.interpreter_paths())
+        try:
+            LANDLOCK.prepare(*_sandbox_landlock.interpreter_paths(), checks_dir=config["tmp"])
+        except OSError:
+            config["landlock"] = False
     _decide_identity(config)
     _private_tmp(config)
     # A candidate may share our uid: keep it from ptrace and /proc/<pid>/mem.

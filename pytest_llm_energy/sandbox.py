@@ -82,6 +82,15 @@ _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 
 
+def _package_dirs(prefix: Path) -> list[Path]:
+    """Where pip installs packages for this interpreter, outside a virtual environment."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [prefix / "lib" / version / "site-packages", Path("/usr/local/lib") / version / "dist-packages",
+                  Path("/usr/lib/python3/dist-packages"), Path("/usr/lib") / version / "site-packages",
+                  Path("/usr/local/lib") / version / "site-packages"]
+    return [path for path in candidates if path.is_dir() and not path.is_symlink()]
+
+
 def _bwrap_command(as_root: bool, tmp_bytes: int) -> list[str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -119,6 +128,10 @@ def _bwrap_command(as_root: bool, tmp_bytes: int) -> list[str]:
                 command += ["--perms", "0755", "--dir", str(directory)]
         command += ["--ro-bind", str(path), str(path)]
         bound.append(path)
+    # Installed packages (the dataset among them) are not the interpreter's:
+    # hide them under empty file systems.
+    for packages in _package_dirs(prefix):
+        command += ["--tmpfs", str(packages)]
     if not as_root:
         command.append("--unshare-user")
     else:

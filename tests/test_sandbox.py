@@ -463,6 +463,8 @@ def run_filter(program, arch, nr, args=(0,) * 6):
             pc += 1 + (jt if accumulator >= k else jf)
         elif code == 0x45:  # BPF_JMP | BPF_JSET | BPF_K
             pc += 1 + (jt if accumulator & k else jf)
+        elif code == 0x05:  # BPF_JMP | BPF_JA
+            pc += 1 + k
         elif code == 0x06:  # BPF_RET | BPF_K
             return k
         else:
@@ -527,9 +529,42 @@ def test_seccomp_program_allows_only_its_list(machine):
     assert verdict("prlimit64", (0, 7, 0, 0, 0, 0)) == "allow"
     assert verdict("prlimit64", (1, 7, 0, 0, 0, 0)) == "EPERM"
     assert verdict(0, on_arch=0x40000003) == "ENOSYS"  # another ABI (i386)
+    # A binary search: no call takes more than a few dozen instructions (the
+    # kernel runs the filter for every call number when it is installed).
+    assert len(program) < 400
     if machine == "x86_64":
         assert verdict(0x40000000 | numbers["fork"]) == "ENOSYS"  # x32 numbering
         assert verdict(0x40000000) == "ENOSYS"
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_spawner_filter_plus_candidate_filter_is_exactly_the_allow_list(machine):
+    """The kernel applies both filters; the stricter verdict wins (for two errnos, the later filter's)."""
+    import itertools
+
+    from pytest_llm_energy import _sandbox_seccomp as seccomp
+
+    arch, numbers = seccomp.SYSCALLS[machine]
+    full = seccomp.program(arch, numbers)
+    spawner = seccomp.program(arch, numbers, extra=seccomp.SPAWNER_EXTRA)
+    candidate = seccomp.candidate_program(arch, numbers)
+    assert len(candidate) < 80  # cheap to install in every candidate
+    allow = 0x7FFF0000
+
+    def combined(nr, args, on_arch=arch):
+        first, second = run_filter(spawner, on_arch, nr, args), run_filter(candidate, on_arch, nr, args)
+        return second if second != allow else first
+
+    argument_sets = [(0,) * 6] + [(3, cmd, arg, 0, 0, 0) for cmd, arg in itertools.product(
+        (0, 1, 3, 4, 8, 10, 0x5401, 0x5412), (0, 0o20000))] + [(1, 7, 0, 0, 0, 0), (2, 1, 0, 0, 0, 0)]
+    for nr in list(range(0, 600)) + [0x40000000 | 57]:
+        for args in argument_sets:
+            assert combined(nr, args) == run_filter(full, arch, nr, args), (nr, args)
+    assert combined(0, (0,) * 6, on_arch=0x40000003) == run_filter(full, 0x40000003, 0, (0,) * 6)
+    # And the spawner itself may do what it must.
+    for name in seccomp.SPAWNER_EXTRA:
+        if name in numbers:
+            assert run_filter(spawner, arch, numbers[name], (0,) * 6) == allow, name
 
 
 def test_seccomp_tables_match_the_kernel_headers_where_they_are_installed():
