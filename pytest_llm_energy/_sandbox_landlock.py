@@ -197,7 +197,6 @@ class Landlock:
                 finally:
                     os.close(fd)
         self._own_fs = WRITES & fs
-        self._own_attr = None
 
     def restrict(self, workdir):
         """Enter the shared layer, then a layer of this process's own; False on failure.

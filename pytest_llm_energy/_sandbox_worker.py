@@ -2,13 +2,15 @@
 
 Started by :mod:`pytest_llm_energy.sandbox` as ``python -I -S _sandbox_worker.py
 CONFIG`` (inside bubblewrap when available). It imports nothing from the
-package: it must run with the bare standard library. Protocol on stdin/stdout:
-4-byte big-endian length + JSON, one job in, one result out.
+package but its sibling ``_sandbox_*`` modules: it must run with the bare
+standard library. Protocol on stdin/stdout: 4-byte big-endian length + JSON,
+one job in, one result out.
 
-Three kinds of process, all forks of this one:
+Four kinds of process, all forks of this one:
 
-- the *server* reads jobs, compiles prompt + completion (compiling runs
-  nothing) and runs each task's test (trusted code) here;
+- the *server* reads jobs and runs each task's test (trusted code) here;
+- the *compiler*, long-lived, compiles prompt + completion (compiling runs
+  nothing, but may cost quadratic memory) under limits of its own;
 - the *spawner*, forked once at start-up while this process is still small,
   forks one *candidate* per check ahead of time, hands its two pipe ends to
   the server (``SCM_RIGHTS``) and later kills and reaps it. The server never
@@ -17,9 +19,10 @@ Three kinds of process, all forks of this one:
   anything else in a check;
 - the *candidate* runs prompt + completion and answers calls of the entry
   point. It gets a new session, an empty working directory and environment,
-  stdio on /dev/null, only its two pipes, resource limits, a seccomp filter
-  against new processes, threads, network sockets, ptrace and signals to
-  other processes, and the uid of ``nobody`` when the sandbox runs as root.
+  stdio on /dev/null, only its two pipes, resource limits, a seccomp
+  allow-list, a Landlock domain of its own where the kernel has Landlock,
+  and the uid of ``nobody`` (or uid 0 without capabilities) when the sandbox
+  runs as root.
 
 The test calls the candidate through the pipes and receives plain data only,
 so the verdict comes from a process the candidate cannot reach.
@@ -263,6 +266,15 @@ def _describe(exc):
 _NO_SECCOMP, _NO_LANDLOCK = 71, 72
 
 
+def _close_all_but(keep, max_fd):
+    """Close every descriptor from 3 up to ``max_fd`` except those in ``keep``."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max_fd)
+
+
 def _limit(which, value):
     try:
         resource.setrlimit(which, (value, value))
@@ -280,12 +292,7 @@ def confine(config, keep, workdir):
     # set both up once for all its children.
     os.setsid()
     # The shared Landlock layer stays open until the candidate has entered it.
-    shared = {LANDLOCK.shared} if config["landlock"] else set()
-    low = 3
-    for fd in sorted(keep | shared):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, config["max_fd"])
+    _close_all_but(keep | ({LANDLOCK.shared} if config["landlock"] else set()), config["max_fd"])
     os.chdir(workdir)
     # A backstop until the job sets its own (lower) limit.
     _limit(resource.RLIMIT_CPU, 600)
@@ -552,14 +559,11 @@ class Spawner:
         self.pid = os.fork()
         if self.pid == 0:
             try:
-                # Keep stdio (/dev/null), the channel and the paths Landlock
-                # rules name, nothing else: the client must see the server's
+                # Keep stdio (/dev/null), the channel and the shared Landlock
+                # ruleset, nothing else: the client must see the server's
                 # pipes close when the server ends.
-                low = 3
-                for fd in sorted({spawner_end.fileno()} | ({LANDLOCK.shared} if config["landlock"] else set())):
-                    os.closerange(low, fd)
-                    low = fd + 1
-                os.closerange(low, config["max_fd"])
+                keep = {spawner_end.fileno()} | ({LANDLOCK.shared} if config["landlock"] else set())
+                _close_all_but(keep, config["max_fd"])
                 spawner_process(config, spawner_end)
             finally:
                 os._exit(0)
@@ -844,8 +848,8 @@ def run_test(job, candidate):
 
 MAX_PROGRAM_CHARS = 1 << 20
 # Memory the compiler process may use beyond its own image: compiling folds
-# constants, and a few kilobytes of chained string products fold into
-# gigabytes; with this limit they fail as a MemoryError.
+# constants, and a few kilobytes of chained string sums fold into gigabytes;
+# at this limit CPython gives up folding them and compiles them as they are.
 COMPILER_MEMORY_MB = 512
 # Seconds compiling one program may take at most (the check's own timeout if shorter).
 COMPILER_DEADLINE_S = 10.0
@@ -886,16 +890,11 @@ class Compiler:
         pid = os.fork()
         if pid == 0:
             try:
-                keep = {requests_r, replies_w}
-                low = 3
-                for fd in sorted(keep):
-                    os.closerange(low, fd)
-                    low = fd + 1
-                os.closerange(low, self.config["max_fd"])
+                _close_all_but({requests_r, replies_w}, self.config["max_fd"])
                 _limit(resource.RLIMIT_AS, _address_space() + COMPILER_MEMORY_MB * 1024 * 1024)
                 _limit(resource.RLIMIT_CORE, 0)
                 if self.config["seccomp"] and not FILTER.install():
-                    os._exit(71)
+                    os._exit(_NO_SECCOMP)
                 _compiler_process(requests_r, replies_w)
             finally:
                 os._exit(70)

@@ -170,16 +170,21 @@ def test_cleanup_never_follows_a_link_swapped_in_while_it_runs(tmp_path):
         assert sorted(os.listdir(victim)) == ["inner"]
 
 
-def test_cleanup_of_a_tree_thousands_deep_neither_recurses_nor_leaves_it(tmp_path):
-    tree = tmp_path / "deep"
-    tree.mkdir()
-    fd = os.open(tree, os.O_RDONLY)
-    for _ in range(1500):
+def make_deep_tree(top, depth):
+    """``depth`` nested directories under ``top`` (by descriptor: the path would be too long)."""
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(depth):
         os.mkdir("d", dir_fd=fd)
         child = os.open("d", os.O_RDONLY, dir_fd=fd)
         os.close(fd)
         fd = child
     os.close(fd)
+
+
+def test_cleanup_of_a_tree_thousands_deep_neither_recurses_nor_leaves_it(tmp_path):
+    tree = tmp_path / "deep"
+    tree.mkdir()
+    make_deep_tree(tree, 1500)
     os.symlink("/etc", tree / "etc-link")
     assert _sandbox_files.remove_tree(str(tree))
     assert not tree.exists() and os.path.isdir("/etc")
@@ -222,16 +227,8 @@ def test_subprocess_mode_closes_cleanly_over_a_deep_tree_left_behind():
         assert sandbox.check(ADD, "    return a + b\n").passed
         private = sandbox._private_tmp
         os.chmod(private, 0o700)
-        fd = os.open(private, os.O_RDONLY)
-        os.mkdir("left", dir_fd=fd)
-        os.close(fd)
-        fd = os.open(os.path.join(private, "left"), os.O_RDONLY)
-        for _ in range(1200):
-            os.mkdir("d", dir_fd=fd)
-            child = os.open("d", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        os.close(fd)
+        os.mkdir(os.path.join(private, "left"))
+        make_deep_tree(os.path.join(private, "left"), 1200)
     assert not os.path.exists(private)
 
 
