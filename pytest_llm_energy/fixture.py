@@ -147,7 +147,7 @@ class EnergyFixture:
         meter = self._session.started_meter()
         measurement = Measurement(label)
         try:
-            start = meter.read()
+            start = meter.mark()
         except MeterError as exc:
             pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
         try:
@@ -155,7 +155,7 @@ class EnergyFixture:
         finally:
             # Record even when the block raised: the energy was spent.
             try:
-                end = meter.read()
+                end = meter.mark()
             except MeterError as exc:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
             measurement.energy = meter.window(start, end)

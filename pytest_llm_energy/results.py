@@ -17,9 +17,11 @@ ESTIMATED = "estimated"
 class PhaseEnergy:
     """Energy of one metered window (a generation phase or a ``measure`` block).
 
-    ``below_resolution`` is true when the window was shorter than the meter's
-    update period; ``method`` then says how the joules were attributed
-    (``"counter"`` means a plain counter difference).
+    ``method`` says how the joules were obtained (``counter``, ``repeat``,
+    ``difference``, ``instant``, ``polled``, ``read``); ``bound_j`` is the
+    most the figure can be wrong by, in joules (None: not known, as for
+    estimated figures). ``below_resolution`` is true when the window was
+    shorter than two of the meter's counter update periods.
     """
 
     joules: float
@@ -27,6 +29,17 @@ class PhaseEnergy:
     tokens: int = 0
     below_resolution: bool = False
     method: str = "counter"
+    bound_j: Optional[float] = None
+    repeats: int = 0
+
+    @property
+    def relative_bound(self) -> Optional[float]:
+        """``bound_j`` as a share of the figure (inf for a bounded figure of 0 J)."""
+        if self.bound_j is None:
+            return None
+        if self.joules <= 0:
+            return 0.0 if self.bound_j == 0 else float("inf")
+        return self.bound_j / self.joules
 
     @property
     def joules_per_token(self) -> Optional[float]:
@@ -49,6 +62,8 @@ class PhaseEnergy:
             tokens=data.get("tokens", 0),
             below_resolution=data.get("below_resolution", False),
             method=data.get("method", "counter"),
+            bound_j=data.get("bound_j"),
+            repeats=data.get("repeats", 0),
         )
 
 
@@ -163,11 +178,15 @@ def _median(values: list[float]) -> float:
 
 def _median_phase(phases: list[PhaseEnergy]) -> PhaseEnergy:
     first = phases[0]
+    bounds = [p.bound_j for p in phases]
     return replace(
         first,
         joules=_median([p.joules for p in phases]),
         seconds=_median([p.seconds for p in phases]),
         below_resolution=any(p.below_resolution for p in phases),
+        # The median lies between repetitions: no wronger than the widest bound.
+        bound_j=max(bounds) if None not in bounds else None,  # type: ignore[type-var]
+        method="+".join(sorted({p.method for p in phases})),
     )
 
 

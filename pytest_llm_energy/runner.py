@@ -2,8 +2,9 @@
 
 The **prefill** window is the prompt's forward pass up to and including the
 choice of the first new token; the **decode** window is every later token. The
-device is synchronised and the meter read only at window edges, never per token,
-so metering adds three sensor reads to a generation whatever its length.
+device is synchronised and the meter marked only at window edges, never per
+token; how the edges become joules (and when a phase is repeated to be read at
+all) is :mod:`.attribution`'s job.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
 
+from .attribution import attribute
 from .backends.base import Backend
 from .meters.base import Meter
 from .results import PhaseEnergy
@@ -183,10 +185,10 @@ def generate(
     text = IncrementalText(backend) if watchers else None
 
     backend.synchronize()
-    start = meter.read()
+    start = meter.mark()
     token = pick(decoding.prefill(prompt_ids))
     backend.synchronize()
-    first = meter.read()
+    first = meter.mark()
 
     generated = [token]
     text_ends: list[int] = []
@@ -210,12 +212,11 @@ def generate(
         if finish is not None:
             finish()
     backend.synchronize()
-    end = meter.read()
+    end = meter.mark()
 
-    # Both windows are attributed after the fact, when the power samples that
-    # straddle the prefill's end exist.
-    prefill = meter.window(start, first, tokens=len(prompt_ids))
-    decode = meter.window(first, end, tokens=len(generated) - 1)
+    # Both windows are attributed after the fact, once the counter has moved
+    # past the generation's end.
+    prefill, decode = attribute(meter, backend, (start, first, end), prompt_ids, generated)
 
     if text is not None:
         completion = text.text if reason in (STOP_EOS, STOP_STRING, STOP_OBSERVER) else backend.decode(generated)

@@ -142,9 +142,9 @@ class EnergySession:
         import time
 
         meter = self.started_meter()
-        start = meter.read()
-        time.sleep(self.settings.idle_seconds)
-        end = meter.read()
+        start = meter.mark()
+        meter.timebase.sleep(self.settings.idle_seconds)
+        end = meter.mark()
         window = meter.window(start, end)
         self.idle_watts = window.joules / window.seconds if window.seconds > 0 else 0.0
         return self.idle_watts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .base import CompositeMeter, Meter, MeterError, MeterUnavailable, Reading
+from .base import CompositeMeter, Meter, MeterError, MeterUnavailable, Reading, Sample, ShortWindows
 from .estimate import DEFAULT_CPU_WATTS_PER_CORE, EstimateMeter
 from .nvml import DEFAULT_SAMPLE_HZ, NvmlMeter
 from .rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
@@ -21,6 +21,8 @@ __all__ = [
     "NvmlMeter",
     "RaplMeter",
     "Reading",
+    "Sample",
+    "ShortWindows",
     "create_meter",
 ]
 
@@ -32,6 +34,7 @@ class MeterOptions:
     cpu_watts: float = DEFAULT_CPU_WATTS_PER_CORE
     rapl_root: str = DEFAULT_POWERCAP_ROOT
     sample_hz: float = DEFAULT_SAMPLE_HZ
+    short_windows: ShortWindows = ShortWindows()
 
 
 MeterFactory = Callable[[MeterOptions], Meter]
@@ -52,7 +55,13 @@ def create_meter(
     none it falls back to ``estimate`` and says why. Any other name must work:
     :class:`MeterUnavailable` tells the user what is missing.
     """
-    factories = {**BUILTIN_METERS, **extra}
+    meter, notices = _select(name, options, {**BUILTIN_METERS, **extra})
+    meter.short_windows = options.short_windows
+    # Devices degraded inside a working meter (a GPU without one NVML function).
+    return meter, notices + list(meter.notices)
+
+
+def _select(name: str, options: MeterOptions, factories: Mapping[str, MeterFactory]) -> tuple[Meter, list[str]]:
     if name != "auto":
         if name not in factories:
             known = ", ".join(["auto", *sorted(factories)])

@@ -1,33 +1,38 @@
 """GPU energy from NVML (``nvidia-ml-py``, imported as ``pynvml``).
 
-Per visible GPU, the total-energy counter (mJ, Volta and newer) is read at
-window edges. GPUs without the counter are integrated from power polled in a
-background thread. An optional high-rate sampler of instant power
-(``NVML_FI_DEV_POWER_INSTANT``) attributes windows shorter than the counter's
-~100 ms update period.
+Per visible GPU, three sources, each optional: the total-energy counter (mJ,
+Volta and newer), the instant-power field (``NVML_FI_DEV_POWER_INSTANT``, a
+~20 ms average with its own timestamp) and the averaged power reading
+(``nvmlDeviceGetPowerUsage``: a 1 s average on Ampere and newer). A sampler
+reads them at ``sample_hz``; the counter's changes place its updates in time
+and the instant field shapes the energy between them (see :mod:`.curve`). A GPU
+that lacks one source is degraded alone, and says so in the report header.
 """
 
 from __future__ import annotations
 
-import collections
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Deque, Optional
+from typing import Any, Optional
 
 from ..results import MEASURED
-from .base import Clock, Meter, MeterError, MeterUnavailable, Reading
+from .base import COUNTER, INSTANT, POLLED, DeviceSpec, Meter, MeterError, MeterUnavailable, Sample
+from .timebase import Clock, Timebase
 
-# The energy counter and the averaged power reading refresh about every 100 ms.
-COUNTER_PERIOD_S = 0.1
-DEFAULT_POLL_INTERVAL_S = 0.02
+# The longest the energy counter goes between updates: 100 ms on most boards,
+# 20 ms on some, 150 ms seen. The actual period is fitted per GPU.
+MAX_COUNTER_PERIOD_S = 0.25
 DEFAULT_SAMPLE_HZ = 100.0
-# Instant-power samples kept for attribution: at 100 Hz, ten minutes.
-MAX_SAMPLES = 60_000
-# A sample farther than this from a window says nothing about it.
-MAX_SAMPLE_GAP_S = 0.5
+# What the instant-power field averages over (not reported by NVML).
+INSTANT_WINDOW_S = 0.02
+# nvmlDeviceGetPowerUsage averages over one second from compute capability 8.0 (Ampere) on.
+POWER_AVERAGE_S = 1.0
+# The board limit bounds power; short excursions above it are allowed for.
+POWER_LIMIT_MARGIN = 1.25
+# Tries of a failing read at a window edge before the test fails.
+EDGE_TRIES = 3
 
 
 def load_pynvml() -> ModuleType:
@@ -92,28 +97,47 @@ class _Gpu:
     name: str
     uuid: str
     has_counter: bool
+    has_instant: bool
+    has_power: bool
     origin_mj: float = 0.0
-    # Power-polling integrator state (GPUs without the counter).
-    polled_j: float = 0.0
-    last_t: Optional[float] = None
-    last_w: Optional[float] = None
-    label: str = field(default="")
+    power_limit_w: Optional[float] = None
+    power_average_s: Optional[float] = None
+    missing: list[str] = field(default_factory=list)
+    failures: int = 0
+
+    @property
+    def metered(self) -> bool:
+        return self.has_counter or self.has_instant or self.has_power
+
+    @property
+    def source(self) -> str:
+        if self.has_counter:
+            return "energy counter" + (" + instant power" if self.has_instant else ", no instant power")
+        if self.has_instant:
+            return "instant power only"
+        return "polled power only" if self.has_power else "not metered"
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.index}: {self.name} ({self.uuid}, {self.source})"
 
 
 class NvmlMeter(Meter):
     name = "nvml"
     kind = MEASURED
+    resolution_s = MAX_COUNTER_PERIOD_S
 
     def __init__(
         self,
         nvml: Optional[ModuleType] = None,
         visible_devices: Optional[str] = None,
         sample_hz: float = DEFAULT_SAMPLE_HZ,
-        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-        clock: Clock = time.perf_counter,
+        clock: Optional[Clock] = None,
         use_env: bool = True,
+        timebase: Optional[Timebase] = None,
+        instant_window_s: float = INSTANT_WINDOW_S,
     ) -> None:
-        super().__init__(clock)
+        super().__init__(clock, timebase)
         self.nvml = nvml or load_pynvml()
         if use_env and visible_devices is None:
             visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -123,153 +147,146 @@ class NvmlMeter(Meter):
             raise MeterUnavailable(f"NVML could not start ({exc}); is an NVIDIA driver installed?") from None
         try:
             handles = parse_visible_devices(visible_devices, self.nvml)
-            self.gpus = [self._probe(i, h) for i, h in enumerate(handles)]
+            gpus = [self._probe(i, h) for i, h in enumerate(handles)]
         except self.nvml.NVMLError as exc:
             raise MeterUnavailable(f"NVML could not enumerate GPUs: {exc}") from None
-        if not self.gpus:
+        if not gpus:
             raise MeterUnavailable(
                 "NVML sees no GPU"
                 + (f" (CUDA_VISIBLE_DEVICES={visible_devices!r})" if visible_devices is not None else "")
             )
-        self.poll_interval_s = poll_interval_s
+        self.instant_window_s = instant_window_s
         self.sample_hz = sample_hz
-        # Polled GPUs resolve no finer than the poll interval.
-        polled = not all(g.has_counter for g in self.gpus)
-        self.resolution_s = max(COUNTER_PERIOD_S, poll_interval_s if polled else 0.0)
-        self._lock = threading.Lock()
-        self._samples: Deque[tuple[float, float]] = collections.deque(maxlen=MAX_SAMPLES)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._sampler_ok = sample_hz > 0
+        self.all_gpus = gpus
+        self.gpus = [g for g in gpus if g.metered]
+        for gpu in gpus:
+            if gpu.missing:
+                self.notices.append(f"{gpu.label}: {'; '.join(gpu.missing)}")
+        if not self.gpus:
+            raise MeterUnavailable("no visible GPU offers an energy counter or a power reading: "
+                                   + "; ".join(self.notices))
+        if sample_hz <= 0 and any(not g.has_counter for g in self.gpus):
+            raise MeterUnavailable("a GPU without an energy counter needs the power sampler "
+                                   "(--energy-power-sample-hz above 0)")
+        self._by_uuid = {g.uuid: g for g in self.gpus}
 
     def _probe(self, index: int, handle: Any) -> _Gpu:
         nvml = self.nvml
         name = nvml.nvmlDeviceGetName(handle)
         uuid = nvml.nvmlDeviceGetUUID(handle)
+        missing: list[str] = []
+        origin = 0.0
         try:
             origin = float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
             has_counter = True
         except nvml.NVMLError as exc:
-            if _error_code(nvml, exc) != nvml.NVML_ERROR_NOT_SUPPORTED:
-                raise
-            origin, has_counter = 0.0, False
-        label = f"GPU {index}: {name} ({uuid}, {'energy counter' if has_counter else 'power polling'})"
-        return _Gpu(index, handle, name, uuid, has_counter, origin_mj=origin, label=label)
+            has_counter = False
+            missing.append(f"no energy counter ({exc}): energy integrated from power samples")
+        has_instant = self._instant_w(handle) is not None
+        if not has_instant:
+            missing.append("no instant-power field: counter steps split evenly at window edges"
+                           if has_counter else "no instant-power field")
+        try:
+            nvml.nvmlDeviceGetPowerUsage(handle)
+            has_power = True
+        except nvml.NVMLError as exc:
+            has_power = False
+            if not has_counter and not has_instant:
+                missing.append(f"no power reading ({exc}): not metered")
+        limit = None
+        for getter in ("nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetPowerManagementLimit"):
+            try:
+                limit = getattr(nvml, getter)(handle) / 1000.0 * POWER_LIMIT_MARGIN
+                break
+            except (AttributeError, nvml.NVMLError):
+                continue
+        average = None
+        try:
+            major, _minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+            average = POWER_AVERAGE_S if major >= 8 else None
+        except (AttributeError, nvml.NVMLError, TypeError, ValueError):
+            average = POWER_AVERAGE_S  # unknown: assume the longer averaging, the wider bound
+        return _Gpu(index, handle, name, uuid, has_counter, has_instant, has_power, origin_mj=origin,
+                    power_limit_w=limit, power_average_s=average, missing=missing)
+
+    def _instant_w(self, handle: Any) -> Optional[tuple[float, Optional[float]]]:
+        """Instant power in W and its timestamp (Unix s), or None where the GPU has no such field."""
+        nvml = self.nvml
+        try:
+            (value,) = nvml.nvmlDeviceGetFieldValues(handle, [nvml.NVML_FI_DEV_POWER_INSTANT])
+        except nvml.NVMLError:
+            return None
+        if value.nvmlReturn != nvml.NVML_SUCCESS:
+            return None
+        stamp = getattr(value, "timestamp", 0) or 0
+        return value.value.uiVal / 1000.0, (stamp / 1e6 if stamp else None)
+
+    # -- observing ---------------------------------------------------------------
+    def device_spec(self, device: str) -> DeviceSpec:
+        gpu = self._by_uuid[device]
+        if gpu.has_instant:
+            span, method = self.instant_window_s, INSTANT
+        else:
+            span, method = gpu.power_average_s, POLLED
+        return DeviceSpec(counter=gpu.has_counter, power_span_s=span,
+                          power_limit_w=gpu.power_limit_w, power_method=method)
+
+    def _observe_gpu(self, gpu: _Gpu, offset: float) -> Sample:
+        nvml = self.nvml
+        t = self.clock()
+        joules = None
+        if gpu.has_counter:
+            joules = (float(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)) - gpu.origin_mj) / 1000.0
+        watts = watts_t = None
+        if gpu.has_instant:
+            instant = self._instant_w(gpu.handle)
+            if instant is not None:
+                watts, stamp = instant
+                watts_t = stamp - offset if stamp is not None else t
+        elif not gpu.has_counter:
+            watts = nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+            watts_t = t
+        return Sample(gpu.uuid, t, joules, watts, watts_t)
+
+    def observe(self) -> list[Sample]:
+        """Every metered GPU now; a GPU that fails at an edge fails the window (after retries)."""
+        offset = self.timebase.epoch_offset()
+        samples = []
+        for gpu in self.gpus:
+            for attempt in range(EDGE_TRIES):
+                try:
+                    samples.append(self._observe_gpu(gpu, offset))
+                    break
+                except self.nvml.NVMLError as exc:
+                    if attempt + 1 == EDGE_TRIES:
+                        raise MeterError(f"NVML reading failed on {gpu.label}: {exc}") from None
+        return samples
+
+    def _tick(self) -> None:
+        # In the background a failing GPU is skipped and tried again next tick;
+        # the other GPUs are sampled all the same.
+        offset = self.timebase.epoch_offset()
+        samples = []
+        for gpu in self.gpus:
+            try:
+                samples.append(self._observe_gpu(gpu, offset))
+            except self.nvml.NVMLError:
+                gpu.failures += 1
+        self._ingest(samples)
+
+    def read(self):  # type: ignore[override]
+        return self.mark()
 
     # -- lifecycle -------------------------------------------------------------
-    def start(self) -> None:
-        if self._threads:
-            return
-        if not all(g.has_counter for g in self.gpus):
-            with self._lock:
-                self._poll_locked()
-            self._spawn(self._poll_loop, "llm-energy-nvml-poll")
-        if self._sampler_ok:
-            self._spawn(self._sample_loop, "llm-energy-nvml-sampler")
-
-    def _spawn(self, target: Any, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
     def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=1.0)
-        self._threads = []
+        super().close()
         try:
             self.nvml.nvmlShutdown()
         except self.nvml.NVMLError:
             pass
 
-    # -- power polling (GPUs without the counter) ---------------------------------
-    def _poll_locked(self) -> None:
-        now = self.clock()
-        for gpu in self.gpus:
-            if gpu.has_counter:
-                continue
-            watts = self._power_w(gpu)
-            if gpu.last_t is not None and gpu.last_w is not None:
-                gpu.polled_j += (watts + gpu.last_w) / 2 * (now - gpu.last_t)  # trapezoid
-            gpu.last_t, gpu.last_w = now, watts
-
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                with self._lock:
-                    self._poll_locked()
-            except MeterError:
-                return
-
-    # -- instant-power sampler --------------------------------------------------
-    def sample_instant_power(self) -> Optional[float]:
-        """Record one instant-power sample summed over GPUs; None if unsupported."""
-        nvml = self.nvml
-        total = 0.0
-        for gpu in self.gpus:
-            try:
-                (value,) = nvml.nvmlDeviceGetFieldValues(gpu.handle, [nvml.NVML_FI_DEV_POWER_INSTANT])
-            except nvml.NVMLError:
-                return None
-            if value.nvmlReturn != nvml.NVML_SUCCESS:
-                return None
-            total += value.value.uiVal / 1000.0
-        t = self.clock()
-        self._samples.append((t, total))
-        return total
-
-    def _sample_loop(self) -> None:
-        period = 1.0 / self.sample_hz
-        while not self._stop.wait(period):
-            if self.sample_instant_power() is None:
-                # The GPU does not offer instant power (pre-Ampere drivers):
-                # short windows fall back to the power reported at window edges.
-                self._sampler_ok = False
-                return
-
-    def power_between(self, t0: float, t1: float) -> Optional[float]:
-        samples = list(self._samples)
-        inside = [w for t, w in samples if t0 <= t <= t1]
-        if inside:
-            return sum(inside) / len(inside)
-        before = [(t, w) for t, w in samples if t < t0 and t0 - t <= MAX_SAMPLE_GAP_S]
-        after = [(t, w) for t, w in samples if t > t1 and t - t1 <= MAX_SAMPLE_GAP_S]
-        if before and after:
-            (ta, wa), (tb, wb) = before[-1], after[0]
-            mid = (t0 + t1) / 2
-            return wa + (wb - wa) * (mid - ta) / (tb - ta)
-        nearest = before[-1:] or after[:1]
-        return nearest[0][1] if nearest else None
-
-    # -- reading ---------------------------------------------------------------
-    def _power_w(self, gpu: _Gpu) -> float:
-        try:
-            return self.nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
-        except self.nvml.NVMLError as exc:
-            raise MeterError(f"NVML power reading failed on {gpu.label}: {exc}") from None
-
-    def read(self) -> Reading:
-        nvml = self.nvml
-        joules = 0.0
-        watts = 0.0
-        with self._lock:
-            if not all(g.has_counter for g in self.gpus):
-                self._poll_locked()  # integrate right up to this edge
-            for gpu in self.gpus:
-                if gpu.has_counter:
-                    try:
-                        counter = float(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
-                    except nvml.NVMLError as exc:
-                        raise MeterError(f"NVML energy counter failed on {gpu.label}: {exc}") from None
-                    joules += (counter - gpu.origin_mj) / 1000.0
-                    watts += self._power_w(gpu)
-                else:
-                    joules += gpu.polled_j
-                    watts += gpu.last_w or 0.0
-        return Reading(t=self.clock(), joules=joules, watts=watts)
-
     def devices(self) -> list[str]:
-        return [g.label for g in self.gpus]
+        return [g.label for g in self.all_gpus]
 
     def fingerprint(self) -> list[dict[str, Any]]:
         """What identifies these GPUs for a baseline: name, driver, power limit."""
@@ -289,5 +306,5 @@ class NvmlMeter(Meter):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info["instant_power_sampler_hz"] = self.sample_hz if self._sampler_ok else 0
+        info["power_sampler_hz"] = self.sample_hz
         return info
