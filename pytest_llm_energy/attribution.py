@@ -24,9 +24,9 @@ from .results import PhaseEnergy
 UPDATE_MARGIN_S = 0.002
 
 
-def too_wide(phase: PhaseEnergy, policy: ShortWindows) -> bool:
+def too_wide(phase: PhaseEnergy, policy: ShortWindows, share_of_bound: float = 1.0) -> bool:
     share = phase.relative_bound
-    return share is not None and share > policy.max_bound
+    return share is not None and share > policy.max_bound * share_of_bound
 
 
 def attribute(
@@ -40,13 +40,18 @@ def attribute(
     start, first, end = edges
     policy = meter.short_windows
     decode_tokens = len(generated) - 1
+    # Every window of the generation is read off the curves in one state, once
+    # the counters have moved past its end: then they add up exactly.
+    meter.settle(end.t)
     prefill = meter.window(start, first, tokens=len(prompt_ids))
     decode = meter.window(first, end, tokens=decode_tokens)
     if policy.mode == "split" or prefill.bound_j is None:
         return prefill, decode
     repeat_prefill = policy.mode == "repeat" or too_wide(prefill, policy)
     whole = meter.window(start, end, tokens=decode_tokens)
-    repeat_whole = decode_tokens > 0 and too_wide(whole, policy)
+    # The whole generation is prefill + decode: held to half the bound, so the
+    # two phases add up to within it.
+    repeat_whole = decode_tokens > 0 and too_wide(whole, policy, 0.5)
     if not (repeat_prefill or repeat_whole):
         return prefill, decode
 

@@ -11,7 +11,7 @@ import pytest
 from .backends.hf import DTYPES
 from .baseline import BaselineError, Bound, check_name, parse_bounds
 from .budgets import Budget, BudgetError, parse_budgets
-from .meters import MeterOptions
+from .meters import MeterOptions, ShortWindows
 from .meters.estimate import DEFAULT_CPU_WATTS_PER_CORE
 from .meters.nvml import DEFAULT_SAMPLE_HZ
 from .meters.rapl import DEFAULT_POWERCAP_ROOT
@@ -58,8 +58,20 @@ OPTIONS = [
             "nucleus sampling mass when temperature > 0 (default: 1.0)", "P"),
     _Option("--energy-seed", "energy_seed", 0, "seed for sampling (default: 0)", "N"),
     _Option("--energy-power-sample-hz", "energy_power_sample_hz", DEFAULT_SAMPLE_HZ,
-            "rate of the NVML instant-power sampler that attributes windows shorter than the "
-            f"energy counter's update period; 0 turns it off (default: {DEFAULT_SAMPLE_HZ:g})", "HZ"),
+            "rate of the NVML sampler that places the energy counter's updates in time and reads "
+            f"instant power; 0 reads at window edges only (default: {DEFAULT_SAMPLE_HZ:g})", "HZ"),
+    _Option("--energy-short-windows", "energy_short_windows", "auto",
+            "how phases too short for the energy counter are measured: auto (repeat a phase whose "
+            "bound exceeds --energy-max-bound), repeat (always repeat prefills), split (never repeat; "
+            "faster, wider bounds) (default: auto)", "MODE"),
+    _Option("--energy-max-bound", "energy_max_bound", 2.0,
+            "percent of a phase's energy its error bound may reach before auto repeats it (default: 2)",
+            "PCT"),
+    _Option("--energy-repeat-seconds", "energy_repeat_seconds", 1.0,
+            "shortest window of back-to-back repetitions of a short phase (default: 1.0)", "SECONDS"),
+    _Option("--energy-mark-bound", "energy_mark_bound", 5.0,
+            "mark figures in the table whose error bound exceeds this percent of the figure "
+            "(default: 5)", "PCT"),
     _Option("--energy-rapl-root", "energy_rapl_root", DEFAULT_POWERCAP_ROOT,
             f"powercap directory of the RAPL meter (default: {DEFAULT_POWERCAP_ROOT})", "DIR"),
     _Option("--energy-json", "energy_json", None,
@@ -244,6 +256,7 @@ class Settings:
     save_name: Optional[str] = None
     compare_ref: Optional[str] = None
     compare_bounds: tuple[Bound, ...] = ()
+    mark_bound: float = 0.05
 
     @property
     def babbling_modes(self) -> tuple[str, ...]:
@@ -254,6 +267,15 @@ class Settings:
         cpu_watts = _convert(config, "--energy-cpu-watts", float, lambda v: v > 0, "a positive number of watts")
         sample_hz = _convert(config, "--energy-power-sample-hz", float, lambda v: v >= 0,
                              "a rate in Hz >= 0")
+        short_windows = ShortWindows(
+            mode=_choice(config, "--energy-short-windows", ("auto", "repeat", "split")),
+            max_bound=_convert(config, "--energy-max-bound", float, lambda v: 0 < v <= 100,
+                               "a percentage in (0, 100]") / 100,
+            min_repeat_s=_convert(config, "--energy-repeat-seconds", float, lambda v: 0 < v <= 60,
+                                  "a number of seconds in (0, 60]"),
+        )
+        mark_bound = _convert(config, "--energy-mark-bound", float, lambda v: v >= 0,
+                              "a percentage >= 0") / 100
         max_new = _convert(config, "--energy-max-new-tokens", int, lambda v: v >= 1, "an integer >= 1")
         temperature = _convert(config, "--energy-temperature", float, lambda v: v >= 0, "a number >= 0")
         top_p = _convert(config, "--energy-top-p", float, lambda v: 0 < v <= 1, "a number in (0, 1]")
@@ -334,7 +356,9 @@ class Settings:
                 cpu_watts=cpu_watts,
                 rapl_root=str(_raw(config, "--energy-rapl-root")[1]),
                 sample_hz=sample_hz,
+                short_windows=short_windows,
             ),
+            mark_bound=mark_bound,
             generation=GenerationConfig(
                 max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed
             ),

@@ -237,7 +237,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if not energy.results and not energy.model_loaded and not asked:
         return
     terminalreporter.section("llm-energy")
-    for line in summary_lines(energy.summary_results, energy.metadata(), energy.meter.resolution_s):
+    for line in summary_lines(energy.summary_results, energy.metadata(), energy.settings.mark_bound):
         terminalreporter.write_line(line)
     for line in humaneval_lines(energy.summary_results):
         terminalreporter.write_line(line)
@@ -292,7 +292,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         energy.plots = write_plots(energy.summary_results, energy.settings.plot_dir)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if energy.settings.markdown_path or (summary_path and energy.results):
-        text = markdown_document(energy.summary_results, energy.metadata(), energy.meter.resolution_s,
+        text = markdown_document(energy.summary_results, energy.metadata(), energy.settings.mark_bound,
                                  energy.gate_failures)
         if energy.settings.markdown_path:
             write_markdown(energy.settings.markdown_path, text)

@@ -19,14 +19,35 @@ from .tasks.longbench import BUCKETS as LENGTH_BUCKETS
 JSON_SCHEMA = "pytest-llm-energy/1"
 HEADERS = (
     "test", "prefill J", "decode J", "total J", "decode mJ/tok",
-    "prompt tok", "new tok", "seconds", "meter", "source",
+    "prompt tok", "new tok", "seconds", "method", "source",
 )
 SCORE_HEADERS = ("passed", "babble tok")
-SHORT_WINDOW_MARK = "*"
+WIDE_BOUND_MARK = "†"
+DEFAULT_MARK_BOUND = 0.05
+METHOD_NOTES = {
+    "counter": "counter = energy counter, its updates placed in time, split at the edges by instant power "
+               "(or evenly without it)",
+    "repeat": "repeat = the phase run back to back for a second or more in one window, divided "
+              "(the repetitions are billed to no test)",
+    "difference": "difference = the whole generation less its repeated prefill",
+    "instant": "instant = no energy counter: instant power integrated",
+    "polled": "polled = no energy counter: 1 s averaged power integrated (short windows are very uncertain)",
+    "read": "read = a meter exact when read",
+}
 
 
-def format_joules(joules: float, short: bool = False) -> str:
-    return f"{joules:.4g}" + (SHORT_WINDOW_MARK if short else "")
+def wide(phase: PhaseEnergy, mark_bound: float) -> bool:
+    """Whether a figure's bound exceeds ``mark_bound`` of it (unbounded measured figures count)."""
+    share = phase.relative_bound
+    return share is not None and share > mark_bound
+
+
+def format_joules(joules: float, marked: bool = False) -> str:
+    return f"{joules:.4g}" + (WIDE_BOUND_MARK if marked else "")
+
+
+def _methods(*phases: PhaseEnergy) -> str:
+    return "/".join(dict.fromkeys(p.method for p in phases if p.method))
 
 
 def format_seconds(seconds: float) -> str:
@@ -40,6 +61,7 @@ def _sum_phases(phases: Sequence[PhaseEnergy]) -> PhaseEnergy:
         tokens=sum(p.tokens for p in phases),
         below_resolution=any(p.below_resolution for p in phases),
         method="+".join(sorted({p.method for p in phases})),
+        bound_j=None if any(p.bound_j is None for p in phases) else sum(p.bound_j or 0.0 for p in phases),
     )
 
 
@@ -57,7 +79,8 @@ def short_test_names(test_ids: Iterable[str]) -> tuple[str, dict[str, str]]:
 
 
 def table_rows(results: Sequence[CaseResult | BlockResult],
-               names: Optional[dict[str, str]] = None) -> list[list[Any]]:
+               names: Optional[dict[str, str]] = None,
+               mark_bound: float = DEFAULT_MARK_BOUND) -> list[list[Any]]:
     """One row per test (its generations summed), one per ``measure`` block."""
     names = names or {}
     scored = any(isinstance(r, CaseResult) and r.passed is not None for r in results)
@@ -73,30 +96,32 @@ def table_rows(results: Sequence[CaseResult | BlockResult],
         name = names.get(test_id, test_id)
         group = cases[test_id]
         if group:
-            rows.append(_case_row(name, group, scored))
+            rows.append(_case_row(name, group, scored, mark_bound))
         for block in blocks[test_id]:
             rows.append([
                 f"{name} [{block.label}]", "", "",
-                format_joules(block.energy.joules, block.energy.below_resolution),
-                "", "", "", format_seconds(block.energy.seconds), block.meter, block.meter_kind,
+                format_joules(block.energy.joules, wide(block.energy, mark_bound)),
+                "", "", "", format_seconds(block.energy.seconds), _methods(block.energy), block.meter_kind,
             ] + (["", ""] if scored else []))
     return rows
 
 
-def _case_row(name: str, group: Sequence[CaseResult], scored: bool = False) -> list[Any]:
+def _case_row(name: str, group: Sequence[CaseResult], scored: bool = False,
+              mark_bound: float = DEFAULT_MARK_BOUND) -> list[Any]:
     prefill = _sum_phases([r.prefill for r in group])
     decode = _sum_phases([r.decode for r in group])
+    total = _sum_phases([prefill, decode])
     per_token = decode.joules_per_token
     return [
         name if len(group) == 1 else f"{name} ({len(group)} generations)",
-        format_joules(prefill.joules, prefill.below_resolution),
-        format_joules(decode.joules, decode.below_resolution) if decode.tokens else "-",
-        format_joules(prefill.joules + decode.joules, prefill.below_resolution or decode.below_resolution),
+        format_joules(prefill.joules, wide(prefill, mark_bound)),
+        format_joules(decode.joules, wide(decode, mark_bound)) if decode.tokens else "-",
+        format_joules(total.joules, wide(total, mark_bound)),
         f"{per_token * 1000:.4g}" if per_token is not None else "-",
         sum(r.prompt_tokens for r in group),
         sum(r.new_tokens for r in group),
         format_seconds(prefill.seconds + decode.seconds),
-        group[0].meter,
+        _methods(*(p for r in group for p in (r.prefill, r.decode))),
         group[0].meter_kind,
     ] + (_score_cells(group) if scored else [])
 
@@ -111,7 +136,7 @@ def _score_cells(group: Sequence[CaseResult]) -> list[Any]:
 
 
 def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
-                  resolution_s: float, tablefmt: str = "simple") -> list[str]:
+                  mark_bound: float = DEFAULT_MARK_BOUND, tablefmt: str = "simple") -> list[str]:
     """The terminal summary: a header naming the sources, the table, footnotes."""
     if not results:
         return ["no energy was measured (no test used the energy fixture)"]
@@ -125,7 +150,7 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
     common_file, names = short_test_names(getattr(r, "test_id", "") or getattr(r, "case_id", "") for r in results)
     if common_file:
         lines.append(f"tests in {common_file}")
-    rows = table_rows(results, names)
+    rows = table_rows(results, names, mark_bound)
     scored = bool(rows) and len(rows[0]) > len(HEADERS)
     if tablefmt == "github":  # a "|" in a test id would split a Markdown cell
         rows = [[str(cell).replace("|", "\\|") for cell in row] for row in rows]
@@ -142,11 +167,19 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
     if len(groups) > 1:
         lines.append("by suite and babbling mode: " + ", ".join(
             f"{name} {format_joules(joules)} J ({count})" for name, (joules, count) in groups.items()))
-    if any(_is_short(r) for r in results):
+    if any(_is_wide(r, mark_bound) for r in results):
         lines.append(
-            f"{SHORT_WINDOW_MARK} window shorter than the meter's update period "
-            f"({resolution_s * 1000:g} ms): attributed from power samples x time, not the counter"
+            f"{WIDE_BOUND_MARK} figure whose error bound exceeds {mark_bound:.0%} of it "
+            "(bound_j in the JSON report gives every figure's bound)"
         )
+    period = meter.get("update_period_s") or max(
+        (p.get("update_period_s") or 0 for p in meter.get("parts", [])), default=0)
+    if period:
+        lines.append(f"energy counter updates every {period * 1000:.1f} ms (fitted)")
+    used = dict.fromkeys(m for r in results for p in _phases(r) for m in p.method.split("+"))
+    notes = [METHOD_NOTES[m] for m in used if m in METHOD_NOTES and m != "read"]
+    if notes:
+        lines.append("method: " + "; ".join(notes))
     if meter.get("kind") != "measured":
         lines.append("figures marked 'estimated' come from CPU time x watts per core, not a sensor")
     repeats = meta.get("repeat", 1)
@@ -168,10 +201,14 @@ def group_totals(results: Sequence[CaseResult | BlockResult]) -> "OrderedDict[st
     return groups
 
 
-def _is_short(result: CaseResult | BlockResult) -> bool:
+def _phases(result: CaseResult | BlockResult) -> tuple[PhaseEnergy, ...]:
     if isinstance(result, CaseResult):
-        return result.prefill.below_resolution or (result.decode.tokens > 0 and result.decode.below_resolution)
-    return result.energy.below_resolution
+        return (result.prefill, result.decode) if result.decode.tokens > 0 else (result.prefill,)
+    return (result.energy,)
+
+
+def _is_wide(result: CaseResult | BlockResult, mark_bound: float) -> bool:
+    return any(wide(p, mark_bound) for p in _phases(result))
 
 
 def json_document(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any],
@@ -268,13 +305,13 @@ def humaneval_lines(results: Sequence[CaseResult | BlockResult], babbled_listed:
     return lines
 
 
-def markdown_document(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any], resolution_s: float,
+def markdown_document(results: Sequence[CaseResult | BlockResult], meta: dict[str, Any], mark_bound: float,
                       gate_failures: Sequence[str]) -> str:
     """The terminal summary as GitHub-flavoured Markdown (for CI job summaries)."""
     lines = ["## LLM energy", ""]
     if gate_failures:
         lines += ["### :x: Energy gates failed", ""] + [f"- {line}" for line in gate_failures] + [""]
-    lines += summary_lines(results, meta, resolution_s, tablefmt="github")
+    lines += summary_lines(results, meta, mark_bound, tablefmt="github")
     for section in (humaneval_lines(results, tablefmt="github"), longbench_lines(results, tablefmt="github"),
                     amplification_lines(results, tablefmt="github")):
         if section:
@@ -287,7 +324,7 @@ def markdown_document(results: Sequence[CaseResult | BlockResult], meta: dict[st
             is_row = part.startswith("|")
             if blocks and blocks[-1] and part and (blocks[-1].startswith("|") != is_row or not is_row):
                 blocks.append("")
-            blocks.append("\\" + part if part.startswith(SHORT_WINDOW_MARK) else part)
+            blocks.append(part)
     return "\n".join(blocks).rstrip() + "\n"
 
 

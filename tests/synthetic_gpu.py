@@ -310,3 +310,84 @@ def truth_of_generation(log: Sequence[tuple[str, float, float]], launch_s: float
             break
         decode_end = end
     return prefill_start, prefill_end, decode_end
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One generation's figures against the truth."""
+
+    prefill_j: float
+    decode_j: float
+    true_prefill_j: float
+    true_decode_j: float
+    prefill_bound: Optional[float]
+    decode_bound: Optional[float]
+    prefill_method: str
+    decode_method: str
+    case_s: float
+    extra_s: float
+
+    @property
+    def prefill_error(self) -> float:
+        return (self.prefill_j - self.true_prefill_j) / self.true_prefill_j
+
+    @property
+    def decode_error(self) -> float:
+        return (self.decode_j - self.true_decode_j) / self.true_decode_j if self.true_decode_j else 0.0
+
+    @property
+    def conservation_error(self) -> float:
+        truth = self.true_prefill_j + self.true_decode_j
+        return (self.prefill_j + self.decode_j - truth) / truth
+
+    @property
+    def inside_bounds(self) -> bool:
+        return (self.prefill_bound is not None and self.decode_bound is not None
+                and abs(self.prefill_j - self.true_prefill_j) <= self.prefill_bound + 1e-9
+                and abs(self.decode_j - self.true_decode_j) <= self.decode_bound + 1e-9)
+
+
+def synthetic_world(seed: int, period: float, gpus: int = 1, **board: Any) -> tuple[VirtualTime, list[SyntheticGpu]]:
+    """Boards with random counter and instant-field phases, in a fresh virtual time."""
+    rnd = random.Random(seed)
+    time = VirtualTime(seed=seed)
+    boards = [SyntheticGpu(index=i, counter_period=period, counter_phase=rnd.uniform(0, period),
+                           instant_phase=rnd.uniform(0, 0.005), seed=seed, **board) for i in range(gpus)]
+    return time, boards
+
+
+def measure_generation(seed: int, work: Work, new_tokens: int, period: float = 0.1, gpus: int = 1,
+                       short_windows: Any = None, tweak: Optional[Callable[[list[SyntheticGpu]], None]] = None,
+                       **board: Any) -> Outcome:
+    """Start the NVML meter on synthetic boards, idle a while, generate once, compare."""
+    from pytest_llm_energy.meters.nvml import NvmlMeter
+    from pytest_llm_energy.runner import GenerationConfig, generate
+
+    time, boards = synthetic_world(seed, period, gpus, **board)
+    if tweak is not None:
+        tweak(boards)
+    backend = TimedBackend(time, boards, work)
+    meter = NvmlMeter(nvml=synthetic_pynvml(boards, time), use_env=False, timebase=time)
+    if short_windows is not None:
+        meter.short_windows = short_windows
+    meter.start()
+    # A session loads the model before the first case: the sampler has seen
+    # the counter for a while by then.
+    time.advance(1.0 + random.Random(seed).uniform(0, period))
+    began = time.now()
+    generation = generate(backend, meter, "p" * 16, GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True))
+    returned = time.now()
+    meter.close()
+    a, b, c = truth_of_generation(backend.log, work.launch_s)
+    return Outcome(
+        prefill_j=generation.prefill.joules,
+        decode_j=generation.decode.joules,
+        true_prefill_j=backend.true_energy(a, b),
+        true_decode_j=backend.true_energy(b, c),
+        prefill_bound=generation.prefill.bound_j,
+        decode_bound=generation.decode.bound_j,
+        prefill_method=generation.prefill.method,
+        decode_method=generation.decode.method,
+        case_s=c - a,
+        extra_s=returned - began - (c - a),
+    )

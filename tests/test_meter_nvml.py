@@ -6,6 +6,7 @@ import time
 import pytest
 
 from fake_nvml import FakeGpu, make_fake_pynvml
+from synthetic_gpu import synthetic_pynvml, synthetic_world
 from pytest_llm_energy.meters import MeterError, MeterUnavailable, NvmlMeter
 from pytest_llm_energy.meters.nvml import parse_visible_devices
 
@@ -15,125 +16,169 @@ def meter_for(gpus, clock, **kwargs):
     return NvmlMeter(nvml=make_fake_pynvml(gpus, clock), use_env=False, clock=clock, **kwargs)
 
 
-# Idle 50 W, a 50 ms prefill at 100 W, a 500 ms decode at 250 W, then idle.
-PHASED = [(0.0, 50.0), (0.05, 100.0), (0.1, 250.0), (0.6, 50.0)]
+def synthetic_meter(boards, time, **kwargs):
+    meter = NvmlMeter(nvml=synthetic_pynvml(boards, time), use_env=False, timebase=time, **kwargs)
+    meter.start()
+    time.advance(1.0)  # the sampler has seen the counter move for a while
+    return meter
 
 
-def run_phases(meter, clock, sample_every=0.01, edges=(0.05, 0.1, 0.6), until=0.65):
-    """Advance the fake clock, sampling instant power, reading at the edges."""
-    readings = []
-    clock.now = edges[0]
-    readings.append(meter.read())
-    t = edges[0]
-    for edge in edges[1:]:
-        while t + sample_every < edge - 1e-9:
-            t += sample_every
-            clock.now = t
-            if meter.sample_hz:
-                meter.sample_instant_power()
-        clock.now = t = edge
-        readings.append(meter.read())
-    while t + sample_every <= until:
-        t += sample_every
-        clock.now = t
-        if meter.sample_hz:
-            meter.sample_instant_power()
-    return readings
+def busy(time, boards, seconds, watts):
+    start = time.now()
+    for board in boards:
+        board.set_power(start, watts)
+    time.advance(seconds)
+    for board in boards:
+        board.set_power(time.now(), board.idle_w)
 
 
-def test_short_prefill_is_attributed_from_instant_power_samples(clock):
-    gpu = FakeGpu(trace=PHASED)
-    meter = meter_for([gpu], clock)
-    r0, r1, r2 = run_phases(meter, clock)
-
-    prefill = meter.window(r0, r1, tokens=40)
-    decode = meter.window(r1, r2, tokens=99)
-
-    # Across the 50 ms prefill the counter jumped by a whole update period
-    # (idle time included): 7.5 J, not the prefill's 5 J.
-    assert r1.joules - r0.joules == pytest.approx(7.5)
-    assert prefill.below_resolution and prefill.method == "power-samples"
-    assert prefill.joules == pytest.approx(gpu.energy(0.1) - gpu.energy(0.05))  # 5 J
-    assert prefill.joules == pytest.approx(5.0)
-    # The decode window spans counter updates and is read from the counter.
-    assert not decode.below_resolution and decode.method == "counter"
-    assert decode.joules == pytest.approx(gpu.energy(0.6) - gpu.energy(0.1), abs=1e-3)  # 125 J
-    assert decode.joules_per_token == pytest.approx(125.0 / 99, abs=1e-4)
+def truth(boards, a, b):
+    return sum(board.energy(b) - board.energy(a) for board in boards)
 
 
-def test_counter_windows_between_updates_err_by_at_most_one_period_per_edge(clock):
-    gpu = FakeGpu(trace=PHASED)
-    meter = meter_for([gpu], clock, sample_hz=0)
-    r0, r1 = run_phases(meter, clock, edges=(0.03, 0.57))
-    truth = gpu.energy(0.57) - gpu.energy(0.03)
-    measured = meter.window(r0, r1).joules
-    assert measured != pytest.approx(truth)  # quantised, as a real counter is
-    assert abs(measured - truth) <= 2 * gpu.counter_period * 250.0
+@pytest.mark.parametrize("period", [0.1, 0.02, 0.15])
+def test_counter_period_and_phase_are_fitted_from_the_changes_seen(period):
+    time, boards = synthetic_world(seed=3, period=period)
+    meter = synthetic_meter(boards, time)
+    curve = next(iter(meter._curves.values()))
+    phase, fitted, _ = curve._grid()
+    assert fitted == pytest.approx(period, rel=0.01)
+    offset = (phase - boards[0].counter_phase) % period
+    assert min(offset, period - offset) < 0.002
+    assert meter.describe()["update_period_s"] == pytest.approx(period, rel=0.01)
 
 
-def test_without_sampler_short_window_uses_power_at_the_edges(clock):
-    gpu = FakeGpu(trace=PHASED)
-    meter = meter_for([gpu], clock, sample_hz=0)
-    r0, r1 = run_phases(meter, clock, edges=(0.05, 0.09))
-    window = meter.window(r0, r1, tokens=10)
-    assert window.below_resolution and window.method == "edge-power"
-    assert window.joules == pytest.approx(100.0 * 0.04)
-    assert window.joules > 0
+def test_window_waits_for_the_counter_to_move_past_its_end():
+    time, boards = synthetic_world(seed=1, period=0.1)
+    meter = synthetic_meter(boards, time)
+    start = meter.mark()
+    busy(time, boards, 0.35, 400.0)
+    end = meter.mark()
+    window = meter.window(start, end)
+    assert time.now() > end.t  # it waited for an update after the end
+    error = abs(window.joules - truth(boards, start.t, end.t))
+    assert error <= window.bound_j
+    assert error / truth(boards, start.t, end.t) < 0.01
 
 
-def test_gpu_without_instant_power_falls_back_to_edge_power(clock):
-    gpu = FakeGpu(trace=PHASED, instant_power=False)
-    meter = meter_for([gpu], clock)
-    assert meter.sample_instant_power() is None
-    r0, r1 = run_phases(meter, clock, edges=(0.05, 0.09))
-    assert meter.window(r0, r1).method == "edge-power"
+def test_adjacent_windows_add_up_to_the_window_spanning_them():
+    time, boards = synthetic_world(seed=5, period=0.1, gpus=2)
+    meter = synthetic_meter(boards, time)
+    edges = [meter.mark()]
+    for seconds, watts in ((0.012, 600.0), (0.2, 350.0), (0.05, 500.0)):
+        busy(time, boards, seconds, watts)
+        edges.append(meter.mark())
+    meter.settle(edges[-1].t)  # then every window is read off the curve in one state
+    parts = [meter.window(a, b).joules for a, b in zip(edges, edges[1:])]
+    whole = meter.window(edges[0], edges[-1]).joules
+    assert sum(parts) == pytest.approx(whole, rel=1e-9)
 
 
-def test_sample_between_neighbours_is_interpolated(clock):
-    gpu = FakeGpu(trace=[(0.0, 100.0), (1.0, 300.0)])
-    meter = meter_for([gpu], clock)
-    clock.now = 0.5
-    meter.sample_instant_power()
-    clock.now = 1.5
-    meter.sample_instant_power()
-    # No sample inside [0.9, 1.1]; the window's midpoint lies halfway.
-    assert meter.power_between(0.9, 1.1) == pytest.approx(200.0)
+def test_a_window_between_counter_updates_is_never_zero_and_its_bound_holds():
+    # A 150 ms board and a 110 ms window: the counter may not move inside it.
+    for seed in range(10):
+        time, boards = synthetic_world(seed=seed, period=0.15, has_instant=False)
+        meter = synthetic_meter(boards, time)
+        start = meter.mark()
+        busy(time, boards, 0.11, 300.0)
+        end = meter.mark()
+        window = meter.window(start, end)
+        real = truth(boards, start.t, end.t)
+        assert window.joules > 0
+        assert abs(window.joules - real) <= window.bound_j
 
 
-def test_gpus_without_counter_are_integrated_from_polled_power(clock):
-    gpu = FakeGpu(trace=[(0.0, 100.0), (0.5, 300.0)], has_counter=False)
-    meter = meter_for([gpu], clock, sample_hz=0, poll_interval_s=0.02)
-    assert meter.resolution_s == pytest.approx(0.1)
-    first = meter.read()
-    last = first
-    for step in range(1, 51):
-        clock.now = step * 0.02
-        last = meter.read()
-    truth = gpu.energy(1.0)  # 200 J
-    # Trapezoids only err on the poll interval that holds the step.
-    assert meter.window(first, last).joules == pytest.approx(truth, abs=0.02 * 200 / 2 + 1e-9)
+def test_gpu_without_instant_power_is_degraded_alone_and_says_so():
+    time, boards = synthetic_world(seed=2, period=0.1, gpus=2)
+    boards[1].has_instant = False
+    meter = synthetic_meter(boards, time)
+    assert any("GPU 1" in n and "no instant-power field" in n for n in meter.notices)
+    assert not any("GPU 0" in n for n in meter.notices)
+    start = meter.mark()
+    busy(time, boards, 0.5, 400.0)
+    end = meter.mark()
+    window = meter.window(start, end)
+    assert abs(window.joules - truth(boards, start.t, end.t)) <= window.bound_j
+    # GPU 0 still has its instant-power timeline; GPU 1 splits its steps evenly.
+    assert len(meter._curves[boards[0].uuid].power) > 50
+    assert len(meter._curves[boards[1].uuid].power) == 0
 
 
-def test_energy_of_all_visible_gpus_adds_up(clock):
-    gpus = [
-        FakeGpu(uuid="GPU-aaaa", trace=[(0.0, 100.0)]),
-        FakeGpu(uuid="GPU-bbbb", trace=[(0.0, 300.0)]),
-    ]
-    meter = meter_for(gpus, clock)
-    r0 = meter.read()
-    clock.now = 2.0
-    r1 = meter.read()
-    assert meter.window(r0, r1).joules == pytest.approx(800.0)
-    assert len(meter.devices()) == 2 and "GPU-bbbb" in meter.devices()[1]
+def test_gpu_without_power_usage_does_not_fail_the_run():
+    time, boards = synthetic_world(seed=2, period=0.1, gpus=2)
+    boards[0].has_power_usage = False
+    meter = synthetic_meter(boards, time)
+    start = meter.mark()
+    busy(time, boards, 0.4, 400.0)
+    end = meter.mark()
+    window = meter.window(start, end)
+    assert abs(window.joules - truth(boards, start.t, end.t)) <= window.bound_j
+
+
+def test_gpu_with_no_source_at_all_is_left_out_with_a_reason():
+    time, boards = synthetic_world(seed=2, period=0.1, gpus=2)
+    boards[1].has_counter = boards[1].has_instant = boards[1].has_power_usage = False
+    meter = synthetic_meter(boards, time)
+    assert [g.index for g in meter.gpus] == [0]
+    assert any("GPU 1" in n and "not metered" in n for n in meter.notices)
+
+
+def test_polled_power_is_labelled_polled_and_its_bound_holds():
+    for seed in range(5):
+        time, boards = synthetic_world(seed=seed, period=0.1, has_counter=False, has_instant=False)
+        meter = synthetic_meter(boards, time)
+        time.advance(2.0)
+        start = meter.mark()
+        busy(time, boards, 0.005, 600.0)  # a 5 ms block right after work
+        end = meter.mark()
+        window = meter.window(start, end)
+        assert window.method == "polled"
+        assert abs(window.joules - truth(boards, start.t, end.t)) <= window.bound_j
+
+
+def test_sampler_errors_are_retried_not_the_end_of_sampling():
+    time, boards = synthetic_world(seed=4, period=0.1)
+    nvml = synthetic_pynvml(boards, time)
+    meter = NvmlMeter(nvml=nvml, use_env=False, timebase=time)
+    meter.start()
+    time.advance(0.5)
+    nvml.failures[(0, "fields")] = 20  # a burst of failing instant-power reads
+    nvml.failures[(0, "energy")] = 20  # and of counter reads
+    time.advance(1.0)
+    curve = next(iter(meter._curves.values()))
+    assert meter.gpus[0].failures >= 1
+    # Sampling goes on after the burst: fresh power samples and counter updates.
+    assert curve.power.ends[-1] > time.now() - 0.05
+    assert curve._hi[-1] > time.now() - 0.15
+
+
+def test_repetitions_are_not_billed_to_an_enclosing_window():
+    from synthetic_gpu import TimedBackend, Work
+    from pytest_llm_energy.attribution import measure_repeated
+
+    time, boards = synthetic_world(seed=6, period=0.1)
+    meter = synthetic_meter(boards, time)
+    backend = TimedBackend(time, boards, Work(prefill_s=0.01))
+    outer_start = meter.mark()
+    busy(time, boards, 0.3, 350.0)
+    repeated = measure_repeated(meter, backend, lambda: backend.start().prefill([1]), meter.short_windows)
+    busy(time, boards, 0.3, 350.0)
+    outer_end = meter.mark()
+    outer = meter.window(outer_start, outer_end)
+    spent = truth(boards, outer_start.t, outer_end.t)
+    assert repeated.repeats >= 90
+    (rep_start, rep_end), = meter._excluded
+    assert outer.joules < 0.5 * spent  # the second of repetitions is left out
+    assert outer.joules == pytest.approx(spent - truth(boards, rep_start.t, rep_end.t), rel=0.01)
 
 
 def test_lost_gpu_raises_a_meter_error_naming_the_gpu(clock):
     gpu = FakeGpu(name="NVIDIA Fake A100")
     meter = meter_for([gpu], clock)
-    meter.read()
+    meter.mark()
     gpu.lost = True
     with pytest.raises(MeterError, match="GPU is lost") as info:
-        meter.read()
+        meter.mark()
     assert "NVIDIA Fake A100" in str(info.value)
 
 
@@ -190,14 +235,13 @@ def test_meter_reads_cuda_visible_devices_from_the_environment(three_gpus, clock
         NvmlMeter(nvml=nvml, clock=clock)
 
 
-def test_background_sampler_collects_samples_and_stops_on_close():
+def test_background_sampler_runs_in_a_thread_and_stops_on_close():
     gpu = FakeGpu(trace=[(0.0, 150.0)])
     meter = NvmlMeter(nvml=make_fake_pynvml([gpu], time.perf_counter), use_env=False, sample_hz=200)
     meter.start()
-    t0 = time.perf_counter()
     time.sleep(0.1)
-    t1 = time.perf_counter()
-    assert meter.power_between(t0, t1) == pytest.approx(150.0)
+    curve = next(iter(meter._curves.values()))
+    assert len(curve.power) >= 5  # instant-power samples arrived from the thread
     meter.close()
     assert not any(t.name.startswith("llm-energy-nvml") for t in threading.enumerate())
     assert meter.nvml.initialised == 0

@@ -29,9 +29,9 @@ def test_measure(energy):
         "*llm-energy: model builtin:tiny, meter estimate (estimated)*",
         "*= llm-energy =*",
         "*model builtin:tiny on cpu, meter estimate (estimated)*",
-        "test*prefill J*decode J*total J*decode mJ/tok*prompt tok*new tok*seconds*meter*source*",
-        "*test_generate *estimate*estimated*",
-        "*test_measure [[]sum[]]*estimate*estimated*",
+        "test*prefill J*decode J*total J*decode mJ/tok*prompt tok*new tok*seconds*method*source*",
+        "*test_generate *read*estimated*",
+        "*test_measure [[]sum[]]*read*estimated*",
         "*figures marked 'estimated' come from CPU time x watts per core*",
     ])
     document = json.loads((pytester.path / "out" / "energy.json").read_text())
@@ -170,7 +170,7 @@ def pytest_llm_energy_meters(config):
     pytester.makepyfile(GENERATE_TEST)
     result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=wallplug", "--energy-json=w.json")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*llm-energy: wall plug at 230 V*", "*test_generate*2*2*4*wallplug*measured*"])
+    result.stdout.fnmatch_lines(["*llm-energy: wall plug at 230 V*", "*test_generate*2*2*4*read*measured*"])
     case = json.loads((pytester.path / "w.json").read_text())["results"][0]
     assert case["prefill"]["joules"] == 2.0 and case["decode"]["joules"] == 2.0 and case["meter"] == "wallplug"
 
@@ -212,7 +212,7 @@ def test_c_no_meter():
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
         "*llm-energy: GPU 0: NVIDIA Fake L4*",
-        "*energy meter 'nvml' failed: NVML energy counter failed on GPU 0: NVIDIA Fake L4*GPU is lost*",
+        "*energy meter 'nvml' failed: NVML reading failed on GPU 0: NVIDIA Fake L4*GPU is lost*",
     ])
     document = json.loads((pytester.path / "g.json").read_text())
     assert [r["test_id"].split("::")[1] for r in document["results"]] == ["test_a_measures"]
@@ -237,7 +237,7 @@ def test_generate(energy, n):
     assert len(document["tests"]) == 4
 
 
-def test_short_gpu_windows_are_marked_and_attributed_not_zero(pytester, monkeypatch):
+def test_short_gpu_windows_are_repeated_or_marked_never_zero(pytester, monkeypatch):
     import time
 
     from fake_nvml import FakeGpu, make_fake_pynvml
@@ -250,16 +250,25 @@ def test_short_gpu_windows_are_marked_and_attributed_not_zero(pytester, monkeypa
 def test_short(energy):
     energy.generate("x", max_new_tokens=2)
 """)
-    result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=nvml", "--energy-json=s.json")
+    # split: read from the window's own edges, the wide bound marked.
+    result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=nvml", "--energy-json=s.json",
+                                "--energy-short-windows=split")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
-        "test_short *[0-9][*] *nvml*measured*",
-        "[*] window shorter than the meter's update period (100 ms): attributed from power samples x time*",
+        "test_short *[0-9]† *counter*measured*",
+        "† figure whose error bound exceeds 5% of it*",
     ])
     prefill = json.loads((pytester.path / "s.json").read_text())["results"][0]["prefill"]
-    assert prefill["below_resolution"] and prefill["method"] in ("power-samples", "edge-power")
-    assert prefill["joules"] == pytest.approx(70.0 * prefill["seconds"], rel=1e-6)
+    assert prefill["below_resolution"] and prefill["method"] == "counter"
     assert prefill["joules"] > 0
+    assert abs(prefill["joules"] - 70.0 * prefill["seconds"]) <= prefill["bound_j"]
+    # auto: the prefill is repeated for a second and the figure is bounded tightly.
+    result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=nvml", "--energy-json=a.json",
+                                "--energy-repeat-seconds=0.3")
+    result.assert_outcomes(passed=1)
+    prefill = json.loads((pytester.path / "a.json").read_text())["results"][0]["prefill"]
+    assert prefill["method"] == "repeat" and prefill["repeats"] > 10
+    assert prefill["joules"] > 0 and prefill["bound_j"] < prefill["joules"]
 
 
 def test_markdown_junitxml_and_github_step_summary(pytester, monkeypatch):

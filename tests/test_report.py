@@ -9,10 +9,12 @@ META = {"model": {"id": "m", "device": "cuda"}, "meter": {"name": "nvml", "kind"
 
 
 def case(test_id, prefill_j=1.0, decode_j=4.0, decode_tokens=8, short=False):
+    # A short prefill read from its own edges: its bound is half the figure.
     return CaseResult(
         case_id=test_id, suite="prompt",
-        prefill=PhaseEnergy(prefill_j, 0.02, 10, below_resolution=short, method="power-samples" if short else "counter"),
-        decode=PhaseEnergy(decode_j, 0.5, decode_tokens),
+        prefill=PhaseEnergy(prefill_j, 0.02, 10, below_resolution=short, method="counter",
+                            bound_j=0.5 * prefill_j if short else 0.01 * prefill_j),
+        decode=PhaseEnergy(decode_j, 0.5, decode_tokens, bound_j=0.01 * decode_j),
         meter="nvml", meter_kind="measured", prompt_tokens=10, new_tokens=decode_tokens + 1, test_id=test_id,
     )
 
@@ -37,16 +39,25 @@ def test_ids_from_several_files_stay_whole():
     assert file == "" and names == {"x.py::a": "x.py::a", "y.py::a": "y.py::a"}
 
 
-def test_short_windows_are_marked_with_a_footnote():
-    lines = summary_lines([case("t.py::a", short=True)], META, resolution_s=0.1)
+def test_figures_with_wide_bounds_are_marked_with_a_footnote():
+    lines = summary_lines([case("t.py::a", short=True)], {**META, "meter": {**META["meter"], "update_period_s": 0.1}},
+                          mark_bound=0.05)
     text = "\n".join(lines)
-    assert "1*" in text
-    assert "* window shorter than the meter's update period (100 ms)" in text
+    assert " 1† " in text and " 4 " in text  # the prefill's bound is 50%, the decode's 1%
+    assert " 5† " in text  # the total's bound, (0.5 + 0.04) J, is 10.8% of it
+    assert "† figure whose error bound exceeds 5% of it" in text
+    assert "energy counter updates every 100.0 ms (fitted)" in text
+    assert "method: counter = energy counter" in text
     assert "estimated" not in text
 
 
+def test_mark_threshold_is_the_users():
+    text = "\n".join(summary_lines([case("t.py::a", short=True)], META, mark_bound=0.6))
+    assert "†" not in text
+
+
 def test_nothing_measured_says_so():
-    assert summary_lines([], META, 0.1) == ["no energy was measured (no test used the energy fixture)"]
+    assert summary_lines([], META) == ["no energy was measured (no test used the energy fixture)"]
 
 
 def test_json_round_trips_results(tmp_path):
@@ -65,7 +76,7 @@ def test_markdown_has_gates_tables_and_escaped_cells():
     from pytest_llm_energy.report import markdown_document
 
     results = [case("t.py::a|b", short=True)]
-    text = markdown_document(results, META, 0.1, ["run: gross energy 5 J exceeds budget 1J by 4 J (+400%)"])
+    text = markdown_document(results, META, 0.05, ["run: gross energy 5 J exceeds budget 1J by 4 J (+400%)"])
     lines = text.splitlines()
     assert lines[0] == "## LLM energy"
     assert "- run: gross energy 5 J exceeds budget 1J by 4 J (+400%)" in lines
@@ -73,7 +84,8 @@ def test_markdown_has_gates_tables_and_escaped_cells():
     assert table[0].startswith("| test") and "a\\|b" in table[2]
     after = lines[lines.index(table[-1]) + 1]
     assert after == ""  # a blank line ends the table
-    assert any(line.startswith("\\* window shorter") for line in lines)
+    # The marks are explained under the table.
+    assert any(line.startswith("† figure whose error bound exceeds 5% of it") for line in lines)
 
 
 def test_junit_properties_of_a_test():

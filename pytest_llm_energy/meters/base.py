@@ -187,7 +187,7 @@ class Meter(abc.ABC):
         return EnergyCurve(
             max_period_s=self.resolution_s,
             p_hi=spec.power_limit_w,
-            power=PowerTimeline(spec.power_span_s),
+            power=PowerTimeline(spec.power_span_s, local_limits=spec.power_method != POLLED),
             counter=spec.counter,
         )
 

@@ -46,6 +46,8 @@ FIT_MIN = 4
 FIT_AGREEMENT = 0.9
 # The shaped split's own error estimate is multiplied by this before use.
 SHAPE_SAFETY = 2.0
+# How stale a polled power average can be when read.
+POLLED_REFRESH_S = 0.1
 # Relative noise assumed for one instant-power sample.
 DEFAULT_SAMPLE_NOISE = 0.05
 
@@ -86,9 +88,15 @@ class PowerTimeline:
     otherwise since the previous sample.
     """
 
-    def __init__(self, span_s: Optional[float] = None, noise: float = DEFAULT_SAMPLE_NOISE) -> None:
+    def __init__(self, span_s: Optional[float] = None, noise: float = DEFAULT_SAMPLE_NOISE,
+                 local_limits: bool = True) -> None:
         self.span_s = span_s
         self.noise = noise
+        # Whether power inside an interval stays near its neighbours' means
+        # (short averaging, as the instant field's 20 ms); long averages (the
+        # 1 s polled power) hide bursts, and only the device's limits hold.
+        self.local_limits = local_limits
+        self.limits: tuple[float, float] = (0.0, math.inf)
         # Plain lists (bisect needs O(1) indexing), trimmed by half when full.
         self.starts: list[float] = []
         self.ends: list[float] = []
@@ -178,9 +186,12 @@ class PowerTimeline:
         i = self._index(t)
         if i < 0:
             return math.inf
-        lo_i, hi_i = max(i - 1, 0), min(i + 1, len(self.ends) - 1)
-        nearby = [self.watts[k] for k in range(lo_i, hi_i + 1) if self.run[k] == self.run[i]]
-        p_lo, p_hi = min(nearby) * (1 - self.noise), max(nearby) * (1 + self.noise)
+        if self.local_limits:
+            lo_i, hi_i = max(i - 1, 0), min(i + 1, len(self.ends) - 1)
+            nearby = [self.watts[k] for k in range(lo_i, hi_i + 1) if self.run[k] == self.run[i]]
+            p_lo, p_hi = min(nearby) * (1 - self.noise), max(nearby) * (1 + self.noise)
+        else:
+            p_lo, p_hi = self.limits
         length = self.ends[i] - self.starts[i]
         total = self.watts[i] * length
         before = t - self.starts[i]
@@ -345,6 +356,13 @@ class EnergyCurve:
         residuals = [m - (phase + i * period) for m, i in zip(mids, index)]
         rms = math.sqrt(sum(r * r for r in residuals) / n)
         uncertainty = max(3.0 * rms / math.sqrt(n), 1e-4)
+        # Every update lies inside the interval it was seen in: the phases
+        # consistent with all of them narrow the fit further.
+        low = max(lo - i * period for lo, i in zip(lows, index))
+        high = min(hi - i * period for hi, i in zip(highs, index))
+        if low <= high:
+            phase = min(max(phase, low), high)
+            uncertainty = max(min(uncertainty, max(phase - low, high - phase)), 1e-4)
         self._fit = (phase, period, uncertainty)
         return self._fit
 
@@ -352,20 +370,18 @@ class EnergyCurve:
         """Where update ``i`` most likely happened, and how sure that is."""
         fit = self._grid()
         stale = fit[1] * 1.2 if fit else self.max_period_s
-        lo = max(self._lo[i], self._seen[i] - stale)
         hi = self._hi[i]
-        if self._aliased_now():
-            lo = max(lo, hi - self.max_period_s)
+        # A value is never staler than the declared period, nor (once the
+        # period is fitted) than that period when it was still seen.
+        lo = max(self._lo[i], hi - self.max_period_s)
+        if self._seen[i] - stale <= hi:  # else the counter stalled: the rule does not hold
+            lo = max(lo, self._seen[i] - stale)
         if fit is not None:
             phase, period, unc = fit
             guess = phase + round(((lo + hi) / 2 - phase) / period) * period
             if lo <= guess <= hi:
                 return Knot(guess, min(unc, (hi - lo) / 2), self._joules[i])
         return Knot((lo + hi) / 2, max((hi - lo) / 2, 0.0), self._joules[i])
-
-    def _aliased_now(self) -> bool:
-        highs = self._hi[-FIT_WINDOW:]
-        return len(highs) > 2 and self._aliased([b - a for a, b in zip(highs, highs[1:])])
 
     def knots(self) -> list[Knot]:
         return [self.knot(i) for i in range(len(self._hi))]
@@ -382,7 +398,10 @@ class EnergyCurve:
     def power_limits(self, a: float, b: float) -> tuple[float, float]:
         """``(p_lo, p_hi)``: what the device's power cannot leave near ``[a, b]``."""
         p_lo = 0.5 * self._min_step_w if self._min_step_w else 0.0
-        candidates = [self.p_hi_limit or 0.0, 3.0 * (self._max_step_w or 0.0)]
+        if self.p_hi_limit:
+            return p_lo, self.p_hi_limit
+        # No board limit known: a generous multiple of the most power seen.
+        candidates = [3.0 * (self._max_step_w or 0.0)]
         if self.power is not None and len(self.power) and self.power.covers(a, b):
             top = self.power.max_watts(a, b)
             if top is not None:
@@ -427,9 +446,9 @@ class EnergyCurve:
         shaped = all(p[3] for p in parts)
         model = sum(p[4] for p in parts)
         # Where the knots sit is known to within their uncertainty: energy
-        # that could lie on either side of a knot.
-        slack = sum(p[5] for p in parts) * (p_hi if math.isfinite(p_hi) else 0.0)
-        estimate = min(max(estimate, low), high)
+        # that could lie on either side of a knot (p[5] is already in joules).
+        slack = sum(p[5] for p in parts)
+        # Not clamped into [low, high]: every window must stay E(t1) - E(t0) of one curve.
         hard = max(estimate - low, high - estimate) + slack
         bound = min(hard, SHAPE_SAFETY * model + slack) if shaped and settled else hard
         return WindowEnergy(estimate, bound, settled=settled, shaped=shaped and bound < hard)
@@ -450,7 +469,8 @@ class EnergyCurve:
             b = y if y is not None else edge.t
             width = max(b - a, 0.0)
             watts = self._recent_watts(knots)
-            return watts * width, p_lo * width, p_hi * width, False, math.inf, edge.uncertainty
+            slack = edge.uncertainty * (p_hi if math.isfinite(p_hi) else 0.0)
+            return watts * width, p_lo * width, p_hi * width, False, math.inf, slack
         first, second = knots[i], knots[i + 1]
         a, b = first.t, second.t
         x = a if x is None else x
@@ -460,7 +480,12 @@ class EnergyCurve:
         low, high = _sub_range(total, b - a, x - a, y - x, p_lo, p_hi)
         cuts = tuple(c for c in (x, y) if a < c < b)
         model = self._shape_error(a, b, total, cuts) if shaped else math.inf
-        return estimate, low, high, shaped, model, first.uncertainty + second.uncertainty
+        # A knot off by u moves about u times the power around it across the cut.
+        near = 2.0 * total / (b - a) if b > a else p_hi
+        if self.power is not None and len(self.power) and self.power.covers(a, b):
+            near = max(near, 1.5 * (self.power.max_watts(a, b) or 0.0))
+        slack = (first.uncertainty + second.uncertainty) * min(near, p_hi)
+        return estimate, low, high, shaped, model, slack
 
     def _recent_watts(self, knots: "_Knots") -> float:
         if len(knots) >= 2:
@@ -505,8 +530,15 @@ class EnergyCurve:
         power = self.power
         if power is None or not len(power) or not power.covers(t0, t1):
             return WindowEnergy(0.0, math.inf, settled=False)
+        power.limits = p_lo, p_hi = self.power_limits(t0, t1)
         joules = power.integral(t0, t1)
-        bound = power.partial_error(t0) + power.partial_error(t1) + power.noise_error(t0, t1)
+        if power.local_limits:
+            bound = power.partial_error(t0) + power.partial_error(t1) + power.noise_error(t0, t1)
+        else:
+            # A long average (and its refresh delay) can hold energy from up to
+            # a span before or after either edge: only the limits bound it.
+            reach = (power.span_s or 0.0) / 2 + POLLED_REFRESH_S
+            bound = 2 * (p_hi - p_lo) * min(reach, t1 - t0 + reach) + power.noise_error(t0, t1)
         return WindowEnergy(joules, bound, settled=True, shaped=True)
 
 
