@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from .backends.base import Backend
-from .meters.base import DIFFERENCE, REPEATED, Meter, Reading, ShortWindows
+from .meters.base import COUNTER, DIFFERENCE, REPEATED, Meter, Reading, ShortWindows
 from .results import PhaseEnergy
 
 # Past a predicted counter update by this much, the update has happened.
@@ -51,7 +51,10 @@ def attribute(
     whole = meter.window(start, end, tokens=decode_tokens)
     # The whole generation is prefill + decode: held to half the bound, so the
     # two phases add up to within it.
-    repeat_whole = decode_tokens > 0 and too_wide(whole, policy, 0.5)
+    # A generation as long as the repetition window would only be run again
+    # as a whole: its own window is as good.
+    repeat_whole = (decode_tokens > 0 and whole.seconds < policy.min_repeat_s
+                    and too_wide(whole, policy, 0.5))
     if not (repeat_prefill or repeat_whole):
         return prefill, decode
 
@@ -68,18 +71,18 @@ def attribute(
     if repeat_prefill:
         repeated = measure_repeated(meter, backend, run_prefill, policy)
         prefill = PhaseEnergy(repeated.joules, prefill.seconds, prefill.tokens, prefill.below_resolution,
-                              REPEATED, repeated.bound_j, repeated.repeats)
+                              repeated.method, repeated.bound_j, repeated.repeats)
     if repeat_whole:
         repeated = measure_repeated(meter, backend, run_whole, policy)
         whole = PhaseEnergy(repeated.joules, whole.seconds, decode_tokens, whole.below_resolution,
-                            REPEATED, repeated.bound_j, repeated.repeats)
+                            repeated.method, repeated.bound_j, repeated.repeats)
     bounds = (whole.bound_j, prefill.bound_j)
     decode = PhaseEnergy(
         joules=whole.joules - prefill.joules,
         seconds=decode.seconds,
         tokens=decode_tokens,
         below_resolution=decode.below_resolution,
-        method=DIFFERENCE,
+        method=_labelled(DIFFERENCE, whole.method),
         bound_j=sum(bounds) if None not in bounds else None,  # type: ignore[arg-type]
         repeats=whole.repeats,
     )
@@ -118,10 +121,16 @@ def measure_repeated(meter: Meter, backend: Backend, run_once: Callable[[], None
     return PhaseEnergy(
         joules=window.joules / runs,
         seconds=window.seconds / runs,
-        method=REPEATED,
+        method=_labelled(REPEATED, window.method),
         bound_j=window.bound_j / runs if window.bound_j is not None else None,
         repeats=runs,
     )
+
+
+def _labelled(method: str, source: str) -> str:
+    """``method``, naming its source where that is not the energy counter (``repeat+polled``)."""
+    extra = [m for m in source.split("+") if m not in (COUNTER, REPEATED, DIFFERENCE)]
+    return "+".join([method, *dict.fromkeys(extra)])
 
 
 def _sleep_past_update(meter: Meter) -> None:

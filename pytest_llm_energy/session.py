@@ -139,8 +139,6 @@ class EnergySession:
     # -- results ---------------------------------------------------------------
     def measure_idle(self) -> float:
         """Idle power of what the meter sees, over ``--energy-idle`` seconds of sleep."""
-        import time
-
         meter = self.started_meter()
         start = meter.mark()
         meter.timebase.sleep(self.settings.idle_seconds)
@@ -242,6 +240,12 @@ class EnergySession:
             "notices": list(self.notices),
             "sandbox": self._sandbox.describe() if self._sandbox is not None else None,
             "babbling": self.settings.babbling,
+            "short_windows": {
+                "mode": self.settings.meter_options.short_windows.mode,
+                "max_bound": self.settings.meter_options.short_windows.max_bound,
+                "min_repeat_s": self.settings.meter_options.short_windows.min_repeat_s,
+                "mark_bound": self.settings.mark_bound,
+            },
             "idle": ({"watts": self.idle_watts, "seconds": self.settings.idle_seconds}
                      if self.idle_watts is not None else None),
             "budget_basis": self.settings.budget_basis,

@@ -15,8 +15,7 @@ from __future__ import annotations
 import abc
 import math
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from ..results import MEASURED, PhaseEnergy

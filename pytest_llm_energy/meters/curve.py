@@ -52,16 +52,6 @@ POLLED_REFRESH_S = 0.1
 DEFAULT_SAMPLE_NOISE = 0.05
 
 
-@dataclass
-class _Update:
-    """A counter value and the interval its update instant lies in."""
-
-    lo: float
-    hi: float
-    joules: float
-    seen_until: float
-
-
 @dataclass(frozen=True)
 class Knot:
     t: float
@@ -477,6 +467,8 @@ class EnergyCurve:
         y = b if y is None else y
         total = second.joules - first.joules
         estimate, shaped = self._share(a, b, total, x, y, cut_x=x > a, cut_y=y < b)
+        if not shaped:
+            estimate = self._split_by_neighbours(knots, i, total, x, y)
         low, high = _sub_range(total, b - a, x - a, y - x, p_lo, p_hi)
         cuts = tuple(c for c in (x, y) if a < c < b)
         model = self._shape_error(a, b, total, cuts) if shaped else math.inf
@@ -486,6 +478,34 @@ class EnergyCurve:
             near = max(near, 1.5 * (self.power.max_watts(a, b) or 0.0))
         slack = (first.uncertainty + second.uncertainty) * min(near, p_hi)
         return estimate, low, high, shaped, model, slack
+
+    def _split_by_neighbours(self, knots: "_Knots", i: int, total: float, x: float, y: float) -> float:
+        """Without a power timeline: split at an edge as the neighbouring intervals' powers suggest.
+
+        An edge is where the work changed, so the power on its left is taken
+        to be the mean of the interval before, on its right that of the
+        interval after; the interval's own energy is kept.
+        """
+        a, b = knots[i].t, knots[i + 1].t
+
+        def mean(k: int) -> Optional[float]:
+            if 0 <= k and k + 1 < len(knots) and knots[k + 1].t > knots[k].t:
+                return (knots[k + 1].joules - knots[k].joules) / (knots[k + 1].t - knots[k].t)
+            return None
+
+        own = total / (b - a) if b > a else 0.0
+        left = mean(i - 1) or own
+        right = mean(i + 1) or own
+
+        def before(c: float) -> float:
+            if c <= a:
+                return 0.0
+            if c >= b:
+                return total
+            weighted = left * (c - a) + right * (b - c)
+            return total * left * (c - a) / weighted if weighted > 0 else total * (c - a) / (b - a)
+
+        return before(y) - before(x)
 
     def _recent_watts(self, knots: "_Knots") -> float:
         if len(knots) >= 2:

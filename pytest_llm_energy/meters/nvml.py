@@ -12,13 +12,12 @@ that lacks one source is degraded alone, and says so in the report header.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Optional
 
 from ..results import MEASURED
-from .base import COUNTER, INSTANT, POLLED, DeviceSpec, Meter, MeterError, MeterUnavailable, Sample
+from .base import INSTANT, POLLED, DeviceSpec, Meter, MeterError, MeterUnavailable, Sample
 from .timebase import Clock, Timebase
 
 # The longest the energy counter goes between updates: 100 ms on most boards,
