@@ -118,6 +118,10 @@ def test_default_cap(energy):
         (["--energy-dtype=int3"], "ERROR: --energy-dtype='int3': expected one of auto, float32, float16, bfloat16"),
         (["--energy-max-new-tokens=0"], "ERROR: --energy-max-new-tokens='0': expected an integer >= 1"),
         (["--energy-meter=rapl", "--energy-rapl-root=/nonexistent"], "ERROR: --energy-meter=rapl: no powercap directory at /nonexistent*"),
+        (["--energy-short-windows=guess"], "ERROR: --energy-short-windows='guess': expected one of auto, repeat, split"),
+        (["--energy-max-bound=0"], "ERROR: --energy-max-bound='0': expected a percentage in (0, 100]"),
+        (["--energy-repeat-seconds=-1"], "ERROR: --energy-repeat-seconds='-1': expected a number of seconds in (0, 60]"),
+        (["--energy-mark-bound=x"], "ERROR: --energy-mark-bound='x': expected a percentage >= 0"),
     ],
 )
 def test_bad_input_is_one_usage_error_line(pytester, args, message):
