@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from synthetic_gpu import Work, measure_generation  # noqa: E402
+from synthetic_gpu import Work, measure_generation, synthetic_pynvml, synthetic_world  # noqa: E402
+
+from pytest_llm_energy.meters.nvml import NvmlMeter  # noqa: E402
 
 TOKEN_S = 0.015  # a 7B model's decode step on an H100
 
@@ -39,6 +41,36 @@ VARIANTS = {
     "no instant field": {"has_instant": False},
     "polled power only": {"has_instant": False, "has_counter": False},
 }
+
+
+def measure_block(seed: int, seconds: float, period: float, **board: object) -> tuple[float, float, float]:
+    """A ``measure`` block of ``seconds`` at 600 W right after 0.3 s at 350 W: (error, bound, truth)."""
+    time, boards = synthetic_world(seed, period, **board)
+    meter = NvmlMeter(nvml=synthetic_pynvml(boards, time), use_env=False, timebase=time)
+    meter.start()
+    time.advance(1.0)
+    gpu = boards[0]
+    gpu.set_power(time.now(), 350.0)
+    time.advance(0.3)
+    start = meter.mark()
+    gpu.set_power(time.now(), 600.0)
+    time.advance(seconds)
+    gpu.set_power(time.now(), gpu.idle_w)
+    end = meter.mark()
+    window = meter.window(start, end)
+    truth = gpu.energy(end.t) - gpu.energy(start.t)
+    meter.close()
+    return (window.joules - truth) / truth, (window.bound_j or float("inf")) / truth, truth
+
+
+def blocks(phases: int, period: float, variant: str) -> None:
+    """``energy.measure`` blocks cannot be repeated: their error and bound from the edges alone."""
+    print(f"{'measure block after a decode':38} {'error':>13} {'bound':>13} {'in bound':>9}")
+    for ms in (5, 50, 500):
+        rows = [measure_block(seed, ms / 1000, period, **VARIANTS[variant]) for seed in range(phases)]
+        inside = sum(abs(e) <= b for e, b, _ in rows)
+        print(f"{f'{ms} ms at 600 W':38} {summarise([e for e, _, _ in rows]):>13} "
+              f"{summarise([b for _, b, _ in rows]):>13} {inside:>4}/{len(rows):<4}")
 
 
 def summarise(values: list[float]) -> str:
@@ -76,6 +108,7 @@ def main() -> None:
                       f"{summarise([o.conservation_error for o in outcomes]):>13} "
                       f"{inside:>4}/{len(outcomes):<4} {methods:>18} {extra:8.2f}"
                       + (f"  {zero} zero" if zero else ""))
+            blocks(args.phases, period, variant)
 
 
 if __name__ == "__main__":
