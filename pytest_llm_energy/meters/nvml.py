@@ -30,6 +30,8 @@ INSTANT_WINDOW_S = 0.02
 POWER_AVERAGE_S = 1.0
 # The board limit bounds power; short excursions above it are allowed for.
 POWER_LIMIT_MARGIN = 1.25
+# An instant-power timestamp farther than this before its read is not believed.
+STAMP_TRUST_S = 1.0
 # Tries of a failing read at a window edge before the test fails.
 EDGE_TRIES = 3
 
@@ -242,6 +244,8 @@ class NvmlMeter(Meter):
             if instant is not None:
                 watts, stamp = instant
                 watts_t = stamp - offset if stamp is not None else t
+                if not t - STAMP_TRUST_S <= watts_t <= t + 0.01:
+                    watts_t = t  # a timestamp from another clock, or none: the read's own time
         elif not gpu.has_counter:
             watts = nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
             watts_t = t
