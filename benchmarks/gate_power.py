@@ -1,36 +1,44 @@
-"""False-alarm and detection rates of the regression gate, by simulation.
+"""Run-level false-alarm and detection rates of the regression gate, by simulation.
 
-Each simulated run compares --tests tests, each measured --repeats times in a
-baseline and in a current run with log-normal noise of --cv, using the gate's
-own statistics (Hodges-Lehmann change, interval from noise pooled over the
-tests). Prints the share of per-test comparisons flagged as regressions for a
-range of true changes and bounds.
+Each simulated run pair compares --tests tests (20; 2 in one scenario),
+measured --repeats times in a baseline and in a current run, under the noise
+scenarios in ``tests/gate_scenarios.py``. A run *fails* when any comparison is
+flagged. Printed side by side, in the same simulated runs: the per-test gate
+(noise pooled over tests, each test judged alone at 98.4%) and the run-level
+judgement (``pytest_llm_energy/judgement.py``: per-test moderated noise, the
+run's shift judged once, weighted Holm at 1% over the session). Columns:
+unchanged runs that fail; runs with every test 15% regressed that fail; the
+share of runs in which one 15%-regressed test is flagged.
 
-    python benchmarks/gate_power.py [--tests 20] [--repeats 5] [--cv 0.05] [--runs 300]
+    python benchmarks/gate_power.py [--runs 1000] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from pytest_llm_energy.stats import DEFAULT_CONFIDENCE, simulated_flag_rate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from gate_scenarios import SCENARIOS, rates  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cv", type=float, default=0.05)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    print(f"{args.tests} tests per run, {args.repeats} repetitions per side, {args.cv:.0%} noise (CV), "
-          f"{args.runs} runs, {DEFAULT_CONFIDENCE:.1%} two-sided interval")
-    print(f"{'true change':>12} {'bound':>6} {'flagged':>8}")
-    for shift, bound, label in [(0.0, 0.0, "false alarms"), (0.15, 0.0, "detection"), (0.0, 0.10, "false alarms"),
-                                (0.15, 0.10, "detection"), (0.25, 0.10, "detection")]:
-        share = simulated_flag_rate(shift, bound, args.tests, args.repeats, args.cv, args.runs, args.seed)
-        print(f"{shift:>+12.0%} {bound:>6.0%} {share:>8.2%}  ({label})")
+    print(f"{args.runs} simulated run pairs per cell, {args.repeats} repetitions per side, 15% regressions")
+    print(f"{'scenario':44} {'bound':>5} | {'per-test gate: false  all   one':>32} | "
+          f"{'run-level: false  all   one':>28}")
+    for scenario in SCENARIOS:
+        for bound in (0.0, 0.10):
+            old = rates(scenario, bound, args.repeats, args.runs, args.seed, judge="per-test")
+            new = rates(scenario, bound, args.repeats, args.runs, args.seed)
+            print(f"{scenario.name:44} {bound:5.0%} | {old['false']:>16.1%} {old['all']:6.1%} {old['one']:6.1%}"
+                  f" | {new['false']:>12.1%} {new['all']:6.1%} {new['one']:6.1%}")
 
 
 if __name__ == "__main__":

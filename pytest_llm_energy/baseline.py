@@ -9,16 +9,18 @@ judges each metric with :mod:`pytest_llm_energy.stats`.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .results import BlockResult, CaseResult, result_from_dict
+from .judgement import DEFAULT_RUN_TOLERANCE, RunModel, Verdict, comparisons, holm, model_metric
 from .stats import Change, Noise, pooled_noise, relative_change, total_change
 
 STORE = ".llm-energy"
@@ -272,6 +274,10 @@ class Comparison:
     fingerprint_differences: list[str]
     only_baseline: list[str]
     only_current: list[str]
+    # The run-level model of each metric, and the verdicts of the last gate.
+    models: dict[str, RunModel] = field(default_factory=dict)
+    suite_members: dict[str, list[str]] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
 
 
 def _pass_at_1(results: Sequence["CaseResult | BlockResult"], suite: str) -> Optional[float]:
@@ -288,10 +294,15 @@ def compare(baseline: Baseline, current: Sequence["CaseResult | BlockResult"],
     suites: list[MetricChange] = []
     noise: dict[str, Optional[Noise]] = {}
     suite_of = {r.test_id: r.suite for r in current if isinstance(r, CaseResult)}
+    models: dict[str, RunModel] = {}
+    floors = _noise_floors(current)
     for metric in metrics:
         pairs = {t: (_values(before[t], metric), _values(after[t], metric)) for t in common}
         pairs = {t: pair for t, pair in pairs.items() if pair[0] and pair[1]}
         noise[metric] = pooled_noise([g for pair in pairs.values() for g in pair])
+        model = model_metric(metric, pairs, floors)
+        if model is not None:
+            models[metric] = model
         for test_id, (old, new) in pairs.items():
             tests.append(MetricChange(test_id, metric, relative_change(old, new, noise[metric])))
         if metric in ("prefill_j", "decode_j", "total_j"):
@@ -312,12 +323,33 @@ def compare(baseline: Baseline, current: Sequence["CaseResult | BlockResult"],
         fingerprint_differences=fingerprint_differences(baseline.fingerprint, current_fingerprint),
         only_baseline=sorted(set(before) - set(after)),
         only_current=sorted(set(after) - set(before)),
+        models=models,
+        suite_members={suite: sorted(t for t in common if suite_of.get(t) == suite)
+                       for suite in sorted(set(suite_of.values()) - {""})},
     )
 
 
-def comparison_failures(comparison: Comparison, bounds: Sequence[Bound]) -> list[str]:
-    """One line per regression beyond a bound (the whole interval beyond it)."""
+def _noise_floors(results: Sequence["CaseResult | BlockResult"]) -> dict[str, float]:
+    """A test's least plausible noise from the meter's own bounds (a third of the relative bound)."""
+    shares: dict[str, list[float]] = {}
+    for result in results:
+        if isinstance(result, CaseResult):
+            bounds = (result.prefill.bound_j, result.decode.bound_j)
+            if None not in bounds and result.total_joules > 0:
+                shares.setdefault(result.test_id, []).append(sum(bounds) / result.total_joules)  # type: ignore
+    return {t: sorted(v)[len(v) // 2] / 3 for t, v in shares.items()}
+
+
+def comparison_failures(comparison: Comparison, bounds: Sequence[Bound],
+                        run_tolerance: float = DEFAULT_RUN_TOLERANCE, detect: float = 0.15) -> list[str]:
+    """One line per regression beyond a bound, the session's false-alarm rate held at 1%.
+
+    Every bounded energy metric contributes the run's shift, each suite and
+    each test (judged beyond the run's shift) to one family, judged together
+    by weighted Holm (``judgement``). Accuracy bounds are exact comparisons.
+    """
     failures = []
+    candidates = []
     for bound in bounds:
         if bound.metric in ACCURACY_METRICS:
             for acc in comparison.accuracy:
@@ -325,11 +357,26 @@ def comparison_failures(comparison: Comparison, bounds: Sequence[Bound]) -> list
                     failures.append(f"{acc.suite} pass@1 {acc.baseline:.3f} -> {acc.current:.3f} "
                                     f"({acc.delta:+.3f}) is beyond {bound.text}")
             continue
-        for item in comparison.suites + comparison.tests:
-            if item.metric == bound.metric and item.change.beyond(bound.limit):
+        model = comparison.models.get(bound.metric)
+        if model is None:
+            continue
+        suites = {}
+        for item in comparison.suites:
+            if item.metric == bound.metric and item.change.low != item.change.high:
                 c = item.change
-                failures.append(
-                    f"{item.scope}: {bound.metric} {c.estimate:+.1%} (interval {c.low:+.1%} .. {c.high:+.1%}) "
-                    f"is beyond {bound.text}"
-                )
+                # The suite's log change and a variance from its interval's half width.
+                half = (math.log1p(c.high) - math.log1p(c.low)) / 2
+                suites[item.scope.removeprefix("suite ")] = (math.log1p(c.estimate), (half / 2.6) ** 2, 1000.0)
+        for candidate in comparisons(model, bound.limit, suites, run_tolerance):
+            candidate.extra["bound_text"] = bound.text
+            candidates.append(candidate)
+    verdicts = holm(candidates, target=detect) if candidates else []
+    comparison.verdicts[:] = verdicts  # kept for the report
+    texts = [c.extra["bound_text"] for c in candidates]
+    for verdict, text in zip(verdicts, texts):
+        if verdict.failed:
+            what = ("the whole run" if verdict.scope == "run" else verdict.scope)
+            relative = "" if verdict.scope == "run" else " beyond the run's shift"
+            failures.append(f"{what}: {verdict.metric} {verdict.estimate:+.1%}{relative} "
+                            f"(interval {verdict.low:+.1%} .. {verdict.high:+.1%}) is beyond {text}")
     return failures

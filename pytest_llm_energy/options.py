@@ -111,8 +111,14 @@ OPTIONS = [
             "(default: 1)", "N"),
     _Option("--energy-compare-fail", "energy_compare_fail", None,
             "fail the session on regressions against the compared run, e.g. "
-            "decode_j_per_token:10%,total_j:15%,pass_at_1:-0.02 (a regression counts when the whole "
-            "confidence interval of the change lies beyond the bound)", "EXPR"),
+            "decode_j_per_token:10%,total_j:15%,pass_at_1:-0.02 (every bounded comparison of the "
+            "session is judged together, the chance that an unchanged run fails held at 1%)", "EXPR"),
+    _Option("--energy-compare-tolerance", "energy_compare_tolerance", 5.0,
+            "a uniform shift of the whole run up to this percent is the machine's: reported, and the "
+            "run's shift is judged against the larger of it and the bound (default: 5)", "PCT"),
+    _Option("--energy-compare-detect", "energy_compare_detect", 15.0,
+            "the regression of one test, in percent, whose chance of being caught the comparison "
+            "reports, with the repetitions it would need (default: 15)", "PCT"),
     _Option("--energy-idle", "energy_idle", 0.0,
             "measure idle power for this many seconds before the first test; reports then show net "
             "energy (gross minus idle power x time) too (default: 0, off)", "SECONDS"),
@@ -257,6 +263,8 @@ class Settings:
     compare_ref: Optional[str] = None
     compare_bounds: tuple[Bound, ...] = ()
     mark_bound: float = 0.05
+    compare_tolerance: float = 0.05
+    compare_detect: float = 0.15
 
     @property
     def babbling_modes(self) -> tuple[str, ...]:
@@ -347,6 +355,10 @@ class Settings:
                 raise pytest.UsageError(f"--energy-compare-fail={bounds_text!r}: {exc}") from None
             if compare_ref is None:
                 raise pytest.UsageError("--energy-compare-fail needs a run to compare with: add --energy-compare")
+        compare_tolerance = _convert(config, "--energy-compare-tolerance", float, lambda v: 0 <= v <= 100,
+                                     "a percentage in [0, 100]") / 100
+        compare_detect = _convert(config, "--energy-compare-detect", float, lambda v: 0 < v <= 1000,
+                                  "a percentage above 0") / 100
         return cls(
             meter=str(_raw(config, "--energy-meter")[1]).strip(),
             model=str(_raw(config, "--energy-model")[1]).strip(),
@@ -395,4 +407,6 @@ class Settings:
             save_name=save_name,
             compare_ref=compare_ref,
             compare_bounds=compare_bounds,
+            compare_tolerance=compare_tolerance,
+            compare_detect=compare_detect,
         )

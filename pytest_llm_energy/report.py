@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 import tempfile
@@ -401,6 +402,7 @@ def comparison_lines(comparison: Any, limit: int = 30) -> list[str]:
                               tablefmt="simple", disable_numparse=True))
     if len(by_scope) > limit:
         lines.append(f"... and {len(by_scope) - limit} more (all in the JSON report)")
+    lines += verdict_lines(comparison, limit)
     for accuracy in comparison.accuracy:
         lines.append(f"{accuracy.suite} pass@1: {accuracy.baseline:.3f} -> {accuracy.current:.3f} "
                      f"({accuracy.delta:+.3f})")
@@ -408,6 +410,52 @@ def comparison_lines(comparison: Any, limit: int = 30) -> list[str]:
         lines.append(f"only in the baseline: {len(comparison.only_baseline)} test(s), e.g. {comparison.only_baseline[0]}")
     if comparison.only_current:
         lines.append(f"new in this run: {len(comparison.only_current)} test(s), e.g. {comparison.only_current[0]}")
+    return lines
+
+
+def verdict_lines(comparison: Any, limit: int = 30) -> list[str]:
+    """How each bounded comparison was judged, and whether the run could have caught a regression."""
+    verdicts = list(getattr(comparison, "verdicts", []))
+    if not verdicts:
+        return []
+    lines = []
+    for metric, model in comparison.models.items():
+        if not any(v.metric == metric for v in verdicts):
+            continue
+        notes = [f"run shift {math.expm1(model.run_shift):+.1%}",
+                 f"typical noise {model.prior_sigma:.1%} per repetition",
+                 f"repetition correlation {model.autocorrelation:.2f}"]
+        if model.dropped_warmup:
+            notes.append("first repetition dropped as a warm-up (" + ", ".join(model.dropped_warmup) + ")")
+        lines.append(f"{metric}: " + "; ".join(notes))
+    rows = []
+    for verdict in verdicts[: limit + 1]:
+        power = "-" if verdict.power is None else f"{verdict.power:.0%}"
+        needed = "-" if verdict.repeats_needed is None else (
+            f"{verdict.repeats_needed}" if verdict.repeats_needed <= 200 else ">200")
+        rows.append([
+            verdict.scope if verdict.scope != "run" else "(whole run)",
+            verdict.metric,
+            f"{verdict.estimate:+.1%} [{verdict.low:+.1%}, {verdict.high:+.1%}]",
+            f"{verdict.bound:+.0%}",
+            "FAILED" if verdict.failed else "ok",
+            power,
+            needed,
+        ])
+    lines.append(tabulate(rows, headers=("judged", "metric", "change [family-wise interval]", "bound", "verdict",
+                                         "catches one test", "repeats for 95%"),
+                          tablefmt="simple", disable_numparse=True))
+    if len(verdicts) > limit + 1:
+        lines.append(f"... and {len(verdicts) - limit - 1} more verdicts (all in the JSON report)")
+    lines.append("tests and suites are judged beyond the run's shift; every comparison of the session is judged "
+                 "together (weighted Holm), an unchanged run failing at most 1% of the time; 'catches one test' "
+                 "is the chance a regression of --energy-compare-detect in that test alone would be flagged")
+    weak = [v for v in verdicts if v.power is not None and v.power < 0.8]
+    if weak:
+        needed = sorted(v.repeats_needed or 0 for v in weak)
+        lines.append(f"{len(weak)} test(s) could catch that regression less than 80% of the time with these "
+                     f"repetitions; a median of {needed[len(needed) // 2]} per side would make it 95% "
+                     "(--energy-repeat)")
     return lines
 
 
@@ -428,6 +476,15 @@ def comparison_document(comparison: Any) -> dict[str, Any]:
                      for a in comparison.accuracy],
         "only_baseline": list(comparison.only_baseline),
         "only_current": list(comparison.only_current),
+        "models": {m: {"run_shift": math.expm1(model.run_shift), "typical_noise": model.prior_sigma,
+                       "prior_df": model.prior_df, "autocorrelation": model.autocorrelation,
+                       "dropped_warmup": list(model.dropped_warmup),
+                       "tests": {t.scope: {"noise": t.sigma, "df": t.df} for t in model.tests}}
+                   for m, model in getattr(comparison, "models", {}).items()},
+        "verdicts": [{"scope": v.scope, "metric": v.metric, "bound": v.bound, "change": v.estimate,
+                      "low": v.low, "high": v.high, "p_value": v.p_value, "failed": v.failed,
+                      "detect_power": v.power, "repeats_for_95": v.repeats_needed}
+                     for v in getattr(comparison, "verdicts", [])],
     }
 
 

@@ -200,7 +200,8 @@ class EnergySession:
         current = fingerprint(document["session"], self.gpu_fingerprint(), self.config.rootpath)
         if self.baseline is not None:
             self.comparison = compare(self.baseline, self.results, current)
-            failures = comparison_failures(self.comparison, self.settings.compare_bounds)
+            failures = comparison_failures(self.comparison, self.settings.compare_bounds,
+                                           self.settings.compare_tolerance, self.settings.compare_detect)
         if self.settings.save_name is not None and self.results:
             saved = dict(document, fingerprint=current, name=self.settings.save_name)
             self.saved_to = str(save_run(self.config.rootpath, self.settings.save_name, saved))
