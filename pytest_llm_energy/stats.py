@@ -8,8 +8,9 @@ property of the meter and the machine, shared by all cases, and pooling gives
 its estimate many degrees of freedom, where five repetitions of one test alone
 give four. The interval is the estimate ± t × σ·√(f·(1/m + 1/n)), where f is
 the variance factor of the Hodges-Lehmann shift under normal noise (π/3 for
-large samples, a little more for small ones). A gate flags a regression only
-when the whole interval lies beyond its bound.
+large samples, a little more for small ones). These are the per-test and
+per-suite changes the comparison table shows; the gate that fails a session
+judges them together, at the level of the run (:mod:`.judgement`).
 """
 
 from __future__ import annotations
@@ -140,30 +141,3 @@ def total_change(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], noise
         low, high = estimate - half, estimate + half
     return Change(math.expm1(estimate), math.expm1(low), math.expm1(high), base_total, current_total,
                   len(pairs), len(pairs))
-
-
-def simulated_flag_rate(shift: float, bound: float, tests: int = 20, repeats: int = 5, cv: float = 0.05,
-                        runs: int = 300, seed: int = 1) -> float:
-    """Share of per-test comparisons this gate flags, in simulated runs of known truth.
-
-    Each run compares ``tests`` tests of different sizes, measured ``repeats``
-    times in a baseline and in a current run with log-normal noise of ``cv``,
-    the current one ``shift`` higher. It proves the gate's false-alarm and
-    detection rates (tests/test_stats.py, benchmarks/gate_power.py).
-    """
-    import random
-
-    rng = random.Random(seed)
-    flagged = total = 0
-    for _ in range(runs):
-        pairs = []
-        for _ in range(tests):
-            level = rng.uniform(0.5, 50.0)  # tests differ in size; noise is relative
-            baseline = [level * rng.lognormvariate(0, cv) for _ in range(repeats)]
-            current = [level * (1 + shift) * rng.lognormvariate(0, cv) for _ in range(repeats)]
-            pairs.append((baseline, current))
-        noise = pooled_noise([group for pair in pairs for group in pair])
-        for baseline, current in pairs:
-            flagged += relative_change(baseline, current, noise).beyond(bound)
-            total += 1
-    return flagged / total

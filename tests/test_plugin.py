@@ -122,6 +122,8 @@ def test_default_cap(energy):
         (["--energy-max-bound=0"], "ERROR: --energy-max-bound='0': expected a percentage in (0, 100]"),
         (["--energy-repeat-seconds=-1"], "ERROR: --energy-repeat-seconds='-1': expected a number of seconds in (0, 60]"),
         (["--energy-mark-bound=x"], "ERROR: --energy-mark-bound='x': expected a percentage >= 0"),
+        (["--energy-compare-tolerance=200"], "ERROR: --energy-compare-tolerance='200': expected a percentage in [0, 100]"),
+        (["--energy-compare-detect=0"], "ERROR: --energy-compare-detect='0': expected a percentage above 0"),
     ],
 )
 def test_bad_input_is_one_usage_error_line(pytester, args, message):
