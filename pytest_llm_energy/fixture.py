@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import re
 from dataclasses import replace
 from typing import Any, Iterator, Optional, Sequence
 
@@ -17,9 +18,25 @@ from .runner import Generation, GenerationConfig, TokenObserver, generate
 from .session import EnergySession
 
 
-def repeats(count: int) -> list[Optional[int]]:
-    """Repetition indices to run: one unrecorded warm-up (None) first when repeating."""
+ROUND_ID = "energy-round-"
+_ROUND_IN_ID = re.compile(r"(?:-" + ROUND_ID + r"\d+(?=\]|-))|(?:" + ROUND_ID + r"\d+-?)")
+
+
+def repeats(count: int, round_index: Optional[int] = None) -> list[Optional[int]]:
+    """Repetition indices to run: one unrecorded warm-up (None) first when repeating.
+
+    In rounds (``round_index`` given) this test item runs only its round's
+    repetition; the first round warms up first.
+    """
+    if round_index is not None:
+        return [None, round_index] if round_index == 0 and count > 1 else [round_index]
     return list(range(count)) if count <= 1 else [None, *range(count)]
+
+
+def test_id_without_round(nodeid: str) -> str:
+    """``t.py::test[a-energy-round-2]`` -> ``t.py::test[a]``: rounds of one test share an id."""
+    stripped = _ROUND_IN_ID.sub("", nodeid)
+    return stripped[:-2] if stripped.endswith("[]") else stripped
 
 
 class Measurement:
@@ -37,9 +54,11 @@ class EnergyFixture:
     of the session.
     """
 
-    def __init__(self, session: EnergySession, test_id: str) -> None:
+    def __init__(self, session: EnergySession, test_id: str, round_index: Optional[int] = None) -> None:
         self._session = session
-        self._test_id = test_id
+        self._test_id = test_id_without_round(test_id)
+        # With repetitions in rounds, the one repetition this test item runs.
+        self.round_index = round_index
         self.results: list[CaseResult | BlockResult] = []
 
     @property
@@ -81,10 +100,11 @@ class EnergyFixture:
             pytest.fail(f"energy.generate: {exc}", pytrace=False)
         backend = self._session.load_backend()
         meter = self._session.started_meter()
-        index = sum(isinstance(r, CaseResult) and r.repeat == 0 for r in self.results)
+        first = self.round_index or 0
+        index = sum(isinstance(r, CaseResult) and r.repeat == first for r in self.results)
         case_id = label or (self._test_id if index == 0 else f"{self._test_id}#{index}")
         generations = []
-        for repeat in repeats(self._session.settings.repeat):
+        for repeat in repeats(self._session.settings.repeat, self.round_index):
             try:
                 generation = generate(backend, meter, prompt, config, observers)
             except MeterError as exc:
@@ -182,7 +202,7 @@ class _Case(abc.ABC):
         backend = self._session.load_backend()
         meter = self._session.started_meter()
         results = []
-        for repeat in repeats(self._session.settings.repeat):
+        for repeat in repeats(self._session.settings.repeat, self._energy.round_index):
             try:
                 result = self._measure_once(backend, meter)
             except MeterError as exc:

@@ -109,6 +109,10 @@ OPTIONS = [
     _Option("--energy-repeat", "energy_repeat", 1,
             "measure every generation N times after one unrecorded warm-up; reports show medians "
             "(default: 1)", "N"),
+    _Option("--energy-repeat-order", "energy_repeat_order", "rounds",
+            "how --energy-repeat runs repetitions: rounds (each repetition its own test item, the "
+            "suite run once per round, so slow drift is not shared by one test's repetitions) or "
+            "back-to-back (inside one test item) (default: rounds)", "ORDER"),
     _Option("--energy-compare-fail", "energy_compare_fail", None,
             "fail the session on regressions against the compared run, e.g. "
             "decode_j_per_token:10%,total_j:15%,pass_at_1:-0.02 (every bounded comparison of the "
@@ -264,6 +268,7 @@ class Settings:
     compare_bounds: tuple[Bound, ...] = ()
     mark_bound: float = 0.05
     compare_tolerance: float = 0.05
+    repeat_order: str = "rounds"
     compare_detect: float = 0.15
 
     @property
@@ -408,5 +413,6 @@ class Settings:
             compare_ref=compare_ref,
             compare_bounds=compare_bounds,
             compare_tolerance=compare_tolerance,
+            repeat_order=_choice(config, "--energy-repeat-order", ("rounds", "back-to-back")),
             compare_detect=compare_detect,
         )

@@ -10,7 +10,7 @@ import pytest
 
 from . import hookspecs
 from .budgets import BudgetError, figures, marker_budgets, run_violations, violation
-from .fixture import EnergyFixture, HumanEvalCase, LongBenchCase
+from .fixture import ROUND_ID, EnergyFixture, HumanEvalCase, LongBenchCase
 from .gates import accuracy_gates, code_sim_gates
 from .plots import write_plots
 from .options import Settings, add_options
@@ -104,6 +104,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     energy = _session(metafunc.config)
     if energy is None:
         return
+    if ("llm_energy_round" in metafunc.fixturenames and energy.settings.repeat > 1
+            and energy.settings.repeat_order == "rounds"):
+        # Each repetition is its own test item; the items are ordered in rounds
+        # (pytest_collection_modifyitems), so slow drift does not sit inside
+        # one test's repetitions.
+        count = energy.settings.repeat
+        metafunc.parametrize("llm_energy_round", range(count), indirect=True,
+                             ids=[f"{ROUND_ID}{i}" for i in range(count)])
     if "longbench_case" in metafunc.fixturenames:
         _parametrize_longbench(metafunc, energy)
     if "humaneval_case" not in metafunc.fixturenames:
@@ -134,6 +142,19 @@ def _parametrize_longbench(metafunc: pytest.Metafunc, energy: EnergySession) -> 
         if line not in energy.notices:
             energy.notices.append(f"skipped malformed LongBench record {line}")
     metafunc.parametrize("longbench_case", params, ids=ids, indirect=True)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    energy = _session(config)
+    if energy is None or energy.settings.repeat <= 1 or energy.settings.repeat_order != "rounds":
+        return
+
+    def round_of(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("llm_energy_round", 0) if callspec is not None else 0
+
+    # Stable: within a round, the collection order.
+    items[:] = sorted(items, key=round_of)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -167,14 +188,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture
-def energy(request: pytest.FixtureRequest) -> EnergyFixture:
+def energy(request: pytest.FixtureRequest, llm_energy_round: Optional[int]) -> EnergyFixture:
     """Generate with the model under test and meter code; see pytest-llm-energy's README."""
     session = _session(request.config)
     assert session is not None, "pytest-llm-energy is not configured"
-    fixture = EnergyFixture(session, request.node.nodeid)
+    fixture = EnergyFixture(session, request.node.nodeid, llm_energy_round)
     request.node.stash[pending_key] = fixture
     session.track(request.node.nodeid, fixture.results)
     return fixture
+
+
+@pytest.fixture
+def llm_energy_round(request: pytest.FixtureRequest) -> Optional[int]:
+    """Which repetition this test item is, when repetitions run in rounds (else None)."""
+    return getattr(request, "param", None)
 
 
 def _case_param(request: pytest.FixtureRequest, fixture: str, marker: str, example: str) -> tuple[Any, EnergySession]:

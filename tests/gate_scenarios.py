@@ -27,7 +27,10 @@ class Scenario:
     drift: float = 0.0         # the current run drifts this much from its first test to its last
     shift: float = 0.0         # the whole current run this much high
     tests: int = 20
-    counter: bool = False      # windows read through a 100 ms counter (noise from window length)
+    # Slow noise over successive generations in run order (AR(1) coefficient per
+    # generation), with repetitions back to back or in rounds.
+    slow: float = 0.0
+    order: str = "back-to-back"
 
 
 def _counter_cv(rng: random.Random, i: int) -> float:
@@ -43,6 +46,8 @@ SCENARIOS = [
     Scenario("heterogeneous: 5 tests at 15%, 15 at 1%", cv=lambda rng, i: 0.15 if i < 5 else 0.01),
     Scenario("heavy tails: 2% of repetitions 1.5x", tail=0.02),
     Scenario("AR(1) rho = 0.6 over repetitions", rho=0.6),
+    Scenario("slow noise (AR 0.6 per generation), back to back", slow=0.6),
+    Scenario("slow noise (AR 0.6 per generation), in rounds", slow=0.6, order="rounds"),
     Scenario("warm-up: first repetition 10% high", warmup=0.10),
     Scenario("drift: +5% over the current run", drift=0.05),
     Scenario("the current run +4% everywhere", shift=0.04),
@@ -68,6 +73,20 @@ def _series(rng: random.Random, level: float, cv: float, repeats: int, scenario:
     return values
 
 
+def _slow_noise(rng: random.Random, scenario: Scenario, tests: int, repeats: int) -> list[list[float]]:
+    """Unit-variance AR(1) noise over the run's generations, in the order they run."""
+    if scenario.order == "rounds":
+        order = [(t, r) for r in range(repeats) for t in range(tests)]
+    else:
+        order = [(t, r) for t in range(tests) for r in range(repeats)]
+    noise = [[0.0] * repeats for _ in range(tests)]
+    value = rng.gauss(0, 1)
+    for t, r in order:
+        value = scenario.slow * value + math.sqrt(1 - scenario.slow ** 2) * rng.gauss(0, 1)
+        noise[t][r] = value
+    return noise
+
+
 def simulate_run(rng: random.Random, scenario: Scenario, repeats: int, bound: float,
                  regressed: Optional[set[int]] = None, regression: float = 0.15,
                  judge: str = "run") -> tuple[bool, set[int]]:
@@ -79,11 +98,16 @@ def simulate_run(rng: random.Random, scenario: Scenario, repeats: int, bound: fl
     regressed = regressed or set()
     pairs = {}
     k = scenario.tests
+    slow = (_slow_noise(rng, scenario, k, repeats), _slow_noise(rng, scenario, k, repeats)) if scenario.slow else None
     for i in range(k):
         level = rng.uniform(0.5, 50.0)
         cv = scenario.cv(rng, i)
         drift = 1 + scenario.drift * (i / max(k - 1, 1))
         factor = (1 + scenario.shift) * drift * ((1 + regression) if i in regressed else 1.0)
+        if slow is not None:
+            pairs[f"t{i}"] = ([level * math.exp(cv * z) for z in slow[0][i]],
+                              [level * factor * math.exp(cv * z) for z in slow[1][i]])
+            continue
         pairs[f"t{i}"] = (_series(rng, level, cv, repeats, scenario, 1.0),
                           _series(rng, level, cv, repeats, scenario, factor))
     if judge == "per-test":

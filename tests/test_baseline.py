@@ -44,11 +44,12 @@ def project(pytester):
 
 
 def run(pytester, *args):
+    # Three repetitions in rounds: each of the 3 tests runs as 3 items.
     return pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=scaled", "--energy-repeat=3", *args)
 
 
 def test_save_then_compare_without_change_passes(project):
-    run(project, "--energy-save=main").assert_outcomes(passed=3)
+    run(project, "--energy-save=main").assert_outcomes(passed=9)
     saved = project.path / ".llm-energy" / "0001_main.json"
     document = json.loads(saved.read_text())
     assert document["name"] == "main" and document["fingerprint"]["meter"] == "scaled"
@@ -56,7 +57,7 @@ def test_save_then_compare_without_change_passes(project):
         <= document["fingerprint"].keys()
     result = run(project, "--energy-compare", "--energy-compare-fail=total_j:5%,decode_j_per_token:5%",
                  "--energy-json=c.json")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=9)
     assert result.ret == 0
     result.stdout.fnmatch_lines(["comparison with *0001_main.json", "suite prompt *+0.0%*"])
     comparison = json.loads((project.path / "c.json").read_text())["comparison"]
@@ -65,10 +66,10 @@ def test_save_then_compare_without_change_passes(project):
 
 
 def test_regression_beyond_the_bound_fails_the_session(project, monkeypatch):
-    run(project, "--energy-save=main").assert_outcomes(passed=3)
+    run(project, "--energy-save=main").assert_outcomes(passed=9)
     monkeypatch.setenv("LLM_ENERGY_TEST_JOULES", "1.3")
     result = run(project, "--energy-compare=main", "--energy-compare-fail=total_j:10%")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=9)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # Every test moved alike: one regression of the whole run, not one per test.
     result.stdout.fnmatch_lines([
@@ -104,7 +105,7 @@ def test_corrupt_or_truncated_baseline_is_one_clear_error_and_untouched(project,
                                  "(truncated or not JSON: *); delete it or save a new one with --energy-save"])
     assert "Traceback" not in result.stderr.str()
     assert damaged.read_text() == content
-    run(project, "--energy-save=main").assert_outcomes(passed=3)
+    run(project, "--energy-save=main").assert_outcomes(passed=9)
     assert damaged.read_text() == content and (store / "0002_main.json").is_file()
 
 

@@ -317,12 +317,48 @@ def test_reads():
     assert Counting.reads == 3 * 4  # warm-up + 3 repetitions, 3 reads each
 """)
     result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=counting", "--energy-repeat=3",
-                                "--energy-json=r.json")
+                                "--energy-repeat-order=back-to-back", "--energy-json=r.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*energies are medians over 3 repetitions after a warm-up (--energy-repeat)"])
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     assert [r["repeat"] for r in results] == [0, 1, 2]
     assert len({r["case_id"] for r in results}) == 1
+
+
+def test_repeat_in_rounds_runs_the_suite_once_per_round(pytester):
+    pytester.makeconftest("""
+from pytest_llm_energy.meters import Meter, Reading
+
+class Counting(Meter):
+    name = "counting"
+    reads = 0
+
+    def read(self):
+        Counting.reads += 1
+        return Reading(t=float(Counting.reads), joules=float(Counting.reads))
+
+def pytest_llm_energy_meters(config):
+    return {"counting": lambda options: Counting()}
+""")
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_gen(energy, n):
+    energy.generate("x" * n, max_new_tokens=2)
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "--energy-meter=counting", "--energy-repeat=3",
+                                "--energy-json=r.json")
+    result.assert_outcomes(passed=6)
+    # Round by round: every test once, then every test again.
+    order = [line.split(" ")[0].split("::")[1] for line in result.stdout.lines if "::test_gen[" in line
+             and "PASSED" in line]
+    assert order == [f"test_gen[energy-round-{r}-{n}]" for r in range(3) for n in (1, 2)]
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    # One test id per test, its repetitions numbered by round; the first round warmed up unrecorded.
+    assert sorted((r["test_id"].split("::")[1], r["repeat"]) for r in results) == \
+        [(f"test_gen[{n}]", r) for n in (1, 2) for r in range(3)]
+    result.stdout.fnmatch_lines(["*test_gen[[]1[]] *"])  # the table shows one row per test
 
 
 def test_help_lists_every_option_with_its_ini_name(pytester):
