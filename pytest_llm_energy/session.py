@@ -82,6 +82,8 @@ class EnergySession:
         self.markers_of: dict[str, set[str]] = {}
         # Idle power measured before the first test (--energy-idle).
         self.idle_watts: Optional[float] = None
+        # Amplification sweeps already measured, for the later rounds of their test.
+        self.amplification_sweeps: dict[Any, Any] = {}
         self.started = datetime.now(timezone.utc)
 
     # -- shared resources ----------------------------------------------------------

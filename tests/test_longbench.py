@@ -314,3 +314,17 @@ def test_sweep(energy):
     document = json.loads((pytester.path / "a.json").read_text())
     assert [b["prompt_tokens"] for b in document["amplification"]] == [32, 128]
     assert {r["prompt_tokens"] for r in document["results"]} == {32, 128}
+
+
+def test_amplification_in_rounds_sweeps_once(pytester):
+    pytester.makepyfile("""
+def test_sweep(energy):
+    bins = energy.amplification(bins=(32, 64), new_tokens=4, repeats=2)
+    assert [b.prompt_tokens for b in bins] == [32, 64]
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--energy-meter=estimate", "--energy-repeat=3",
+                                "--energy-json=a.json")
+    result.assert_outcomes(passed=3)  # three rounds
+    document = json.loads((pytester.path / "a.json").read_text())
+    # The sweep's own 2 repetitions per bin, measured in the first round only.
+    assert len(document["results"]) == 4
