@@ -196,17 +196,13 @@ def _ar1_factor(rho: float, n: int) -> float:
     return 1 + 2 * sum((1 - k / n) * rho ** k for k in range(1, n))
 
 
-def _lag1_ratio(rho: float, lengths: Sequence[int]) -> float:
-    """E[Σ c_i c_{i+1}] / E[Σ c_i²] of mean-centred AR(1) series of these lengths."""
-    num = den = 0.0
-    for n in lengths:
-        cov = [[rho ** abs(i - j) for j in range(n)] for i in range(n)]
-        row = [sum(r) / n for r in cov]
-        total = sum(row) / n
-        centred = [[cov[i][j] - row[i] - row[j] + total for j in range(n)] for i in range(n)]
-        num += sum(centred[i][i + 1] for i in range(n - 1))
-        den += sum(centred[i][i] for i in range(n))
-    return num / den if den else 0.0
+def _lag1_ratio(rho: float, n: int) -> float:
+    """E[Σ c_i c_{i+1}] / E[Σ c_i²] of a mean-centred AR(1) series of length ``n``."""
+    cov = [[rho ** abs(i - j) for j in range(n)] for i in range(n)]
+    row = [sum(r) / n for r in cov]
+    total = sum(row) / n
+    centred = [[cov[i][j] - row[i] - row[j] + total for j in range(n)] for i in range(n)]
+    return sum(centred[i][i + 1] for i in range(n - 1)) / sum(centred[i][i] for i in range(n))
 
 
 def estimate_rho(products: float, squares: float, lengths: Sequence[int]) -> float:
@@ -222,16 +218,11 @@ def estimate_rho(products: float, squares: float, lengths: Sequence[int]) -> flo
     counts: dict[int, int] = {}
     for n in lengths:
         counts[n] = counts.get(n, 0) + 1
-    distinct = [n for n in counts for _ in range(min(counts[n], 1))]
-    weights = counts
 
     def expected(rho: float) -> float:
-        num = den = 0.0
-        for n in distinct:
-            r = _lag1_ratio(rho, [n])
-            num += weights[n] * r * (n - 1)
-            den += weights[n] * (n - 1)
-        return num / den
+        # Series weigh in by their lag pairs, as they do in the pooled ratio.
+        pairs = sum(c * (n - 1) for n, c in counts.items())
+        return sum(c * (n - 1) * _lag1_ratio(rho, n) for n, c in counts.items()) / pairs
 
     if observed <= expected(0.0):
         return 0.0

@@ -296,8 +296,8 @@ def test_markdown_junitxml_and_github_step_summary(pytester, monkeypatch):
     assert int(properties["energy_prompt_tokens"]) == len("def add(a, b):\n") + 1
 
 
-def test_repeat_records_each_repetition_after_an_unrecorded_warm_up(pytester):
-    pytester.makeconftest("""
+# A meter whose every read adds one joule, one second after the last.
+COUNTING_METER = """
 from pytest_llm_energy.meters import Meter, Reading
 
 class Counting(Meter):
@@ -310,7 +310,11 @@ class Counting(Meter):
 
 def pytest_llm_energy_meters(config):
     return {"counting": lambda options: Counting()}
-""")
+"""
+
+
+def test_repeat_records_each_repetition_after_an_unrecorded_warm_up(pytester):
+    pytester.makeconftest(COUNTING_METER)
     pytester.makepyfile(GENERATE_TEST + """
 def test_reads():
     from conftest import Counting
@@ -326,20 +330,7 @@ def test_reads():
 
 
 def test_repeat_in_rounds_runs_the_suite_once_per_round(pytester):
-    pytester.makeconftest("""
-from pytest_llm_energy.meters import Meter, Reading
-
-class Counting(Meter):
-    name = "counting"
-    reads = 0
-
-    def read(self):
-        Counting.reads += 1
-        return Reading(t=float(Counting.reads), joules=float(Counting.reads))
-
-def pytest_llm_energy_meters(config):
-    return {"counting": lambda options: Counting()}
-""")
+    pytester.makeconftest(COUNTING_METER)
     pytester.makepyfile("""
 import pytest
 

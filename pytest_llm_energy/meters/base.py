@@ -146,9 +146,16 @@ class Meter(abc.ABC):
         self._ingest(self.observe())
 
     # -- reading ---------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # read() and observe() are defined in terms of each other: a meter
+        # supplies one of them (or mark(), as a composite does).
+        if all(getattr(cls, name) is getattr(Meter, name) for name in ("read", "observe", "mark")):
+            raise TypeError(f"{cls.__name__} must implement read() (one device) or observe() (several)")
+
     def read(self) -> Reading:
-        """A cumulative reading taken now (one-device meters implement this)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither read() nor observe()")
+        """A cumulative reading taken now: one-device meters implement this; others mark an edge."""
+        return self.mark()
 
     def observe(self) -> list[Sample]:
         """What every device shows now. The default wraps :meth:`read`."""
@@ -304,9 +311,6 @@ class CompositeMeter(Meter):
     def close(self) -> None:
         for meter in self.meters:
             meter.close()
-
-    def read(self) -> Reading:
-        return self.mark()
 
     def mark(self) -> Reading:
         parts = tuple(m.mark() for m in self.meters)

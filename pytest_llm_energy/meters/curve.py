@@ -203,16 +203,8 @@ class PowerTimeline:
 
 
 def _box_error(total: float, length: float, before: float, p_lo: float, p_hi: float) -> float:
-    """Largest error of ``total * before / length`` as the energy of the first ``before`` s.
-
-    The true share lies between what power pinned at ``p_lo`` on one side and
-    ``p_hi`` on the other allows, and inside ``[0, total]``.
-    """
-    after = length - before
-    low = max(p_lo * before, total - p_hi * after, 0.0)
-    high = min(p_hi * before, total - p_lo * after, total)
-    if high < low:  # the box is inconsistent with the total: fall back to monotonicity
-        low, high = 0.0, total
+    """Largest error of ``total * before / length`` as the energy of the first ``before`` s."""
+    low, high = _sub_range(total, length, 0.0, before, p_lo, p_hi)
     estimate = total * before / length if length > 0 else 0.0
     return max(estimate - low, high - estimate, 0.0)
 
@@ -372,9 +364,6 @@ class EnergyCurve:
             if lo <= guess <= hi:
                 return Knot(guess, min(unc, (hi - lo) / 2), self._joules[i])
         return Knot((lo + hi) / 2, max((hi - lo) / 2, 0.0), self._joules[i])
-
-    def knots(self) -> list[Knot]:
-        return [self.knot(i) for i in range(len(self._hi))]
 
     def _knot_before(self, t: float) -> int:
         """Index of the last update whose instant is at or before ``t`` (-1: none)."""

@@ -277,9 +277,6 @@ class NvmlMeter(Meter):
                 gpu.failures += 1
         self._ingest(samples)
 
-    def read(self):  # type: ignore[override]
-        return self.mark()
-
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         super().close()

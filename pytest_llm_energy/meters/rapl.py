@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..results import MEASURED
-from .base import Meter, MeterError, MeterUnavailable, Reading, Sample
+from .base import Meter, MeterError, MeterUnavailable, Sample
 from .timebase import Clock, Timebase
 
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
@@ -135,8 +135,6 @@ class RaplMeter(Meter):
         t = self.clock()
         return [Sample(d.name, t, d.total_uj / 1e6) for d in self.domains]
 
-    def read(self) -> Reading:
-        return self.mark()
 
     def devices(self) -> list[str]:
         return [d.name for d in self.domains]
