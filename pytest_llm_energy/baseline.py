@@ -221,29 +221,42 @@ def _per_repeat(results: Sequence["CaseResult | BlockResult"]) -> dict[str, dict
 
     Generations repeat (``--energy-repeat``), ``measure`` blocks do not: a test
     with generations is judged on them, a test with blocks only on its blocks.
+    ``order`` is where the repetition started in the run: results are kept in
+    the order they were measured, so the judge can see which generations ran
+    side by side (in rounds, different tests do).
     """
     table: dict[str, dict[int, dict[str, float]]] = {}
     blocks: dict[str, float] = {}
-    for result in results:
+    for index, result in enumerate(results):
         if isinstance(result, BlockResult):
             blocks[result.test_id] = blocks.get(result.test_id, 0.0) + result.total_joules
             continue
         sums = table.setdefault(result.test_id, {}).setdefault(
-            result.repeat, {"prefill_j": 0.0, "decode_j": 0.0, "total_j": 0.0, "decode_tokens": 0.0})
+            result.repeat, {"prefill_j": 0.0, "decode_j": 0.0, "total_j": 0.0, "decode_tokens": 0.0,
+                            "order": float(index)})
         sums["prefill_j"] += result.prefill.joules
         sums["decode_j"] += result.decode.joules
         sums["total_j"] += result.total_joules
         sums["decode_tokens"] += result.decode.tokens
     for test_id, joules in blocks.items():
         if test_id not in table:
-            table[test_id] = {0: {"prefill_j": 0.0, "decode_j": 0.0, "total_j": joules, "decode_tokens": 0.0}}
+            table[test_id] = {0: {"prefill_j": 0.0, "decode_j": 0.0, "total_j": joules, "decode_tokens": 0.0,
+                                  "order": float(len(results))}}
     return table
+
+
+def _measured(repeats: dict[int, dict[str, float]], metric: str) -> list[dict[str, float]]:
+    return [r for r in repeats.values() if r["decode_tokens"]] if metric == "decode_j_per_token" else list(repeats.values())
 
 
 def _values(repeats: dict[int, dict[str, float]], metric: str) -> list[float]:
     if metric == "decode_j_per_token":
-        return [r["decode_j"] / r["decode_tokens"] for r in repeats.values() if r["decode_tokens"]]
-    return [r[metric] for r in repeats.values()]
+        return [r["decode_j"] / r["decode_tokens"] for r in _measured(repeats, metric)]
+    return [r[metric] for r in _measured(repeats, metric)]
+
+
+def _places(repeats: dict[int, dict[str, float]], metric: str) -> list[float]:
+    return [r["order"] for r in _measured(repeats, metric)]
 
 
 @dataclass(frozen=True)
@@ -300,7 +313,8 @@ def compare(baseline: Baseline, current: Sequence["CaseResult | BlockResult"],
         pairs = {t: (_values(before[t], metric), _values(after[t], metric)) for t in common}
         pairs = {t: pair for t, pair in pairs.items() if pair[0] and pair[1]}
         noise[metric] = pooled_noise([g for pair in pairs.values() for g in pair])
-        model = model_metric(metric, pairs, floors)
+        places = {t: (_places(before[t], metric), _places(after[t], metric)) for t in pairs}
+        model = model_metric(metric, pairs, floors, places)
         if model is not None:
             models[metric] = model
         for test_id, (old, new) in pairs.items():

@@ -39,6 +39,7 @@ from .stats import t_quantile
 FAMILY_ALPHA = 0.01
 WINSOR = 3.0
 MAX_PRIOR_DF = 1000.0
+RHO_MARGIN = 0.5  # standard errors added to the pooled lag-1 ratio (see model_metric)
 # A uniform shift of the whole run up to this much is the machine's (another GPU,
 # another day): reported, and judged against this instead of a smaller bound.
 DEFAULT_RUN_TOLERANCE = 0.05
@@ -156,6 +157,8 @@ class RunModel:
     autocorrelation: float
     dropped_warmup: tuple[str, ...] = ()  # "baseline", "current"
     run_df: float = MAX_PRIOR_DF
+    cross_correlation: float = 0.0   # of neighbouring generations of different tests
+    design_effect: float = 1.0       # the run variance's inflation for it
 
     def relative(self, test: TestShift) -> tuple[float, float]:
         """A test's shift beyond the run's, and its variance."""
@@ -205,16 +208,20 @@ def _lag1_ratio(rho: float, n: int) -> float:
     return sum(centred[i][i + 1] for i in range(n - 1)) / sum(centred[i][i] for i in range(n))
 
 
-def estimate_rho(products: float, squares: float, lengths: Sequence[int]) -> float:
+def estimate_rho(products: float, squares: float, lengths: Sequence[int], margin: float = 0.0) -> float:
     """The AR(1) coefficient whose expected lag-1 ratio matches the pooled one (0 to 0.95).
 
     The lag-1 autocorrelation of a mean-centred series of 5 is biased far below
     the truth (about -0.08 for ρ = 0.6), so the pooled ratio is matched to its
-    expectation instead of corrected by a rule of thumb.
+    expectation instead of corrected by a rule of thumb. ``margin`` standard
+    errors are added to the observed ratio first: an upper confidence value.
     """
     if squares <= 0 or not lengths:
         return 0.0
     observed = products / squares
+    if margin:
+        pairs = sum(n - 1 for n in lengths)
+        observed += margin * math.sqrt(max(1 - observed * observed, 0.0) / pairs)
     counts: dict[int, int] = {}
     for n in lengths:
         counts[n] = counts.get(n, 0) + 1
@@ -273,23 +280,32 @@ def moderated_prior(variances: Sequence[float], dfs: Sequence[float]) -> tuple[f
     return s0, d0
 
 
+Positions = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+
+
 def model_metric(metric: str, pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                 floors: Mapping[str, float] = {}) -> Optional[RunModel]:
+                 floors: Mapping[str, float] = {}, positions: Optional[Positions] = None) -> Optional[RunModel]:
     """The run model of one metric from each test's (baseline, current) values in repetition order.
 
     ``floors`` gives a test's smallest plausible noise (relative), say from the
-    meter's error bound.
+    meter's error bound. ``positions`` gives each value's place in its run's
+    execution order (any increasing numbers); without it the tests are taken
+    to have run one after another, each repetition back to back.
     """
-    positive = {t: ([v for v in b if v > 0], [v for v in c if v > 0]) for t, (b, c) in pairs.items()}
-    positive = {t: (b, c) for t, (b, c) in positive.items() if b and c}
-    if not positive:
+    if positions is None:
+        positions = _back_to_back(pairs)
+    placed = {t: tuple([(v, p) for v, p in zip(values, positions[t][side]) if v > 0] for side, values in enumerate(pair))
+              for t, pair in pairs.items()}
+    placed = {t: (b, c) for t, (b, c) in placed.items() if b and c}
+    if not placed:
         return None
     dropped = [side for index, side in enumerate(("baseline", "current"))
-               if _drop_warmup({t: pair[index] for t, pair in positive.items()})]
+               if _drop_warmup({t: [v for v, _ in pair[index]] for t, pair in placed.items()})]
     if dropped:
         # Dropped on both sides alike, or the comparison would be lopsided.
-        positive = {t: (b[1:] if len(b) > 1 else b, c[1:] if len(c) > 1 else c) for t, (b, c) in positive.items()}
-    logs = {t: ([math.log(v) for v in b], [math.log(v) for v in c]) for t, (b, c) in positive.items()}
+        placed = {t: (b[1:] if len(b) > 1 else b, c[1:] if len(c) > 1 else c) for t, (b, c) in placed.items()}
+    logs = {t: ([math.log(v) for v, _ in b], [math.log(v) for v, _ in c]) for t, (b, c) in placed.items()}
+    where = {t: ([p for _, p in b], [p for _, p in c]) for t, (b, c) in placed.items()}
     # A robust scale per test, from the median absolute residual of both sides.
     raw_var: dict[str, float] = {}
     dfs: dict[str, float] = {}
@@ -311,6 +327,10 @@ def model_metric(metric: str, pairs: Mapping[str, tuple[Sequence[float], Sequenc
                 squares += sum(x * x for x in centred)
                 lengths.append(len(side))
     rho = estimate_rho(products, squares, lengths)
+    # The variances use an upper confidence value of ρ: with 40 short series its
+    # estimate scatters by ±0.15, and an underestimate shrinks every test's
+    # variance at once, which is how correlated repetitions fail whole runs.
+    rho_used = estimate_rho(products, squares, lengths, margin=RHO_MARGIN)
     s0, d0 = moderated_prior(list(raw_var.values()), list(dfs.values()))
     tests = []
     for t, (b, c) in logs.items():
@@ -319,8 +339,8 @@ def model_metric(metric: str, pairs: Mapping[str, tuple[Sequence[float], Sequenc
         moderated = (d0 * s0 + df * s2) / (d0 + df) if d0 + df > 0 else 0.0
         m, n = len(b), len(c)
         # AR(1): the sample variance misses part of the slow noise; the mean carries more of it.
-        fm, fn = _ar1_factor(rho, m), _ar1_factor(rho, n)
-        if rho > 0 and m + n > 2:
+        fm, fn = _ar1_factor(rho_used, m), _ar1_factor(rho_used, n)
+        if rho_used > 0 and m + n > 2:
             # E[s²] / σ² of an AR(1) series of length n is (n - f) / (n - 1).
             moderated /= max(((m - fm) + (n - fn)) / (m + n - 2), 0.2)
         floor = floors.get(t, 0.0)
@@ -329,19 +349,101 @@ def model_metric(metric: str, pairs: Mapping[str, tuple[Sequence[float], Sequenc
         diffs = sorted(y - x for x in b for y in c)
         tests.append(TestShift(t, median(diffs), variance, d0 + df, math.sqrt(sigma2), m, n,
                                math.exp(median(b)), math.exp(median(c))))
-    run_shift, run_var = random_effects_centre([t.shift for t in tests], [t.variance for t in tests])
-    run_df = min(sum(test.df for test in tests), MAX_PRIOR_DF)
-    return RunModel(metric, tests, run_shift, run_var, math.sqrt(s0), d0, rho, tuple(dropped), run_df)
+    run_shift, run_var, run_df, weights = random_effects_centre([t.shift for t in tests], [t.variance for t in tests])
+    # Noise that outlasts one generation reaches the next test too (in rounds,
+    # the neighbours of every repetition are other tests): the tests' shifts are
+    # then correlated and the centre varies more than their spread says.
+    phi = cross_test_correlation(logs, where, {t.scope: t.sigma for t in tests})
+    effect = design_effect(tests, where, weights, phi)
+    return RunModel(metric, tests, run_shift, run_var * effect, math.sqrt(s0), d0, rho, tuple(dropped), run_df,
+                    phi, effect)
+
+
+def _back_to_back(pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> dict[str, tuple[list[float], list[float]]]:
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    start = [0, 0]
+    for t, pair in pairs.items():
+        sides = []
+        for side, values in enumerate(pair):
+            sides.append([float(start[side] + r) for r in range(len(values))])
+            start[side] += len(values)
+        out[t] = (sides[0], sides[1])
+    return out
+
+
+CROSS_LAG = 8  # generations beyond which the noise's correlation is taken as gone
+
+
+def cross_test_correlation(logs: Mapping[str, tuple[Sequence[float], Sequence[float]]], where: Positions,
+                           sigmas: Mapping[str, float]) -> float:
+    """Lag-1 correlation, in execution order, of residuals of *different* tests (0 to 0.95).
+
+    Residuals are scaled by each test's moderated noise (its own five values'
+    spread would be too noisy a yardstick). Pairs of one test are left to the
+    repetition correlation; for neighbours of different tests the within-test
+    centring shrinks numerator and denominator alike, so the ratio needs no
+    correction.
+    """
+    products = squares = 0.0
+    pairs = count = 0
+    for side in (0, 1):
+        points = []
+        for t, pair in logs.items():
+            values = pair[side]
+            if len(values) < 2:
+                continue
+            mean = sum(values) / len(values)
+            sd = sigmas.get(t, 0.0)
+            if sd <= 0:
+                continue
+            points += [(p, t, (x - mean) / sd) for x, p in zip(values, where[t][side])]
+        points.sort()
+        squares += sum(z * z for _, _, z in points)
+        count += len(points)
+        for (_, ta, za), (_, tb, zb) in zip(points, points[1:]):
+            if ta != tb:
+                products += za * zb
+                pairs += 1
+    if pairs < 10 or squares <= 0:
+        return 0.0
+    # The mean product over cross-test neighbours over the mean square of all points.
+    return max(0.0, min(0.95, (products / pairs) / (squares / count)))
+
+
+def design_effect(tests: Sequence["TestShift"], where: Positions, weights: Sequence[float], phi: float) -> float:
+    """Var(weighted centre) with tests correlated as AR(φ) in execution order, over the same without."""
+    if phi <= 0 or len(tests) < 2:
+        return 1.0
+    own = cross = 0.0
+    for i, a in enumerate(tests):
+        pa = where[a.scope]
+        own += weights[i] ** 2 * a.sigma ** 2 * sum(1 / len(pa[s]) for s in (0, 1))
+        for j in range(i + 1, len(tests)):
+            b = tests[j]
+            pb = where[b.scope]
+            cov = 0.0
+            for s in (0, 1):
+                near = sum(phi ** abs(x - y) for x in pa[s] for y in pb[s] if abs(x - y) <= CROSS_LAG)
+                cov += near / (len(pa[s]) * len(pb[s]))
+            cross += 2 * weights[i] * weights[j] * a.sigma * b.sigma * cov
+    return 1.0 + cross / own if own > 0 else 1.0
 
 
 def random_effects_centre(shifts: Sequence[float], variances: Sequence[float],
-                          huber: float = 2.0) -> tuple[float, float]:
-    """The run's common shift and its variance, as a random-effects meta-analysis of the tests.
+                          huber: float = 2.0) -> tuple[float, float, float, list[float]]:
+    """The run's shift, its variance, degrees of freedom and the tests' weights in it (summing to 1).
+
+    A random-effects meta-analysis.
 
     Each test is a study with its own variance; real test-specific changes are
-    the between-test variance τ² (DerSimonian-Laird). Huber weights (at 2
-    standard deviations) keep a few regressed tests from moving the centre.
-    A precision-weighted centre: noisy tests count for less than quiet ones.
+    the between-test variance τ². Huber weights (at 2 standard deviations)
+    keep a few regressed tests from moving the centre; noisy tests count for
+    less than quiet ones. With five tests or more the variance is rescaled by
+    the tests' observed dispersion around the centre (Hartung-Knapp-Sidik-
+    Jonkman, with Huber-clipped residuals) and judged on k - 1 degrees of
+    freedom: the modelled variances can be wrong either way (correlated
+    repetitions, a noise floor), the spread of the tests' shifts is what the
+    centre's error is made of.
     """
     k = len(shifts)
     floor = max(min(v for v in variances if v > 0), 1e-12) if any(v > 0 for v in variances) else 1e-12
@@ -351,7 +453,7 @@ def random_effects_centre(shifts: Sequence[float], variances: Sequence[float],
     q = sum(wi * (d - centre) ** 2 for wi, d in zip(w, shifts))
     c = sum(w) - sum(wi * wi for wi in w) / sum(w)
     tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
-    if k >= 5:
+    if k >= HKSJ_MIN_TESTS:
         # A regressed test would inflate DerSimonian-Laird's τ² and so its own
         # weight: take the between-test spread from the median absolute deviation.
         spread = 1.4826 * median(abs(d - median(shifts)) for d in shifts)
@@ -372,7 +474,23 @@ def random_effects_centre(shifts: Sequence[float], variances: Sequence[float],
     # Huber's sandwich: Σw²ψ'… approximated by the weighted information, widened
     # by the share of down-weighted tests.
     kept = sum(robust) / k
-    return centre, 1 / total / max(kept, 0.5)
+    variance = 1 / total / max(kept, 0.5)
+    share = [wi * ri / total for wi, ri in zip(weights, robust)]
+    if k < HKSJ_MIN_TESTS:
+        return centre, variance, MAX_PRIOR_DF, share
+    clipped = sum(min(wi * (d - centre) ** 2, huber * huber) for wi, d in zip(weights, shifts))
+    # E[min(z², c²)] of a standard normal z, so the scale is 1 when the model is right.
+    expected = _clipped_chi2_mean(huber)
+    return centre, variance * clipped / expected / (k - 1), float(k - 1), share
+
+
+HKSJ_MIN_TESTS = 5
+
+
+def _clipped_chi2_mean(c: float) -> float:
+    normal = NormalDist()
+    inside = 2 * normal.cdf(c) - 1
+    return inside - 2 * c * normal.pdf(c) + c * c * (1 - inside)
 
 
 # -- verdicts ----------------------------------------------------------------------------

@@ -425,6 +425,9 @@ def verdict_lines(comparison: Any, limit: int = 30) -> list[str]:
         notes = [f"run shift {math.expm1(model.run_shift):+.1%}",
                  f"typical noise {model.prior_sigma:.1%} per repetition",
                  f"repetition correlation {model.autocorrelation:.2f}"]
+        if model.design_effect > 1.05:
+            notes.append(f"neighbouring tests correlated {model.cross_correlation:.2f}, "
+                         f"run variance x{model.design_effect:.1f}")
         if model.dropped_warmup:
             notes.append("first repetition dropped as a warm-up (" + ", ".join(model.dropped_warmup) + ")")
         lines.append(f"{metric}: " + "; ".join(notes))
@@ -478,6 +481,8 @@ def comparison_document(comparison: Any) -> dict[str, Any]:
         "only_current": list(comparison.only_current),
         "models": {m: {"run_shift": math.expm1(model.run_shift), "typical_noise": model.prior_sigma,
                        "prior_df": model.prior_df, "autocorrelation": model.autocorrelation,
+                       "cross_correlation": model.cross_correlation, "design_effect": model.design_effect,
+                       "run_df": model.run_df,
                        "dropped_warmup": list(model.dropped_warmup),
                        "tests": {t.scope: {"noise": t.sigma, "df": t.df} for t in model.tests}}
                    for m, model in getattr(comparison, "models", {}).items()},

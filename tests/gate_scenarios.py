@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Callable, Optional
 
-from pytest_llm_energy.judgement import comparisons, holm, model_metric
+from pytest_llm_energy.judgement import DEFAULT_RUN_TOLERANCE, FAMILY_ALPHA, RUN_SHARE, comparisons, holm, model_metric
 from pytest_llm_energy.stats import pooled_noise, relative_change
 
 
@@ -73,28 +74,26 @@ def _series(rng: random.Random, level: float, cv: float, repeats: int, scenario:
     return values
 
 
+def _order(scenario: Scenario, tests: int, repeats: int) -> list[tuple[int, int]]:
+    """(test, repetition) in the order the run measures them."""
+    if scenario.order == "rounds":
+        return [(t, r) for r in range(repeats) for t in range(tests)]
+    return [(t, r) for t in range(tests) for r in range(repeats)]
+
+
 def _slow_noise(rng: random.Random, scenario: Scenario, tests: int, repeats: int) -> list[list[float]]:
     """Unit-variance AR(1) noise over the run's generations, in the order they run."""
-    if scenario.order == "rounds":
-        order = [(t, r) for r in range(repeats) for t in range(tests)]
-    else:
-        order = [(t, r) for t in range(tests) for r in range(repeats)]
     noise = [[0.0] * repeats for _ in range(tests)]
     value = rng.gauss(0, 1)
-    for t, r in order:
+    for t, r in _order(scenario, tests, repeats):
         value = scenario.slow * value + math.sqrt(1 - scenario.slow ** 2) * rng.gauss(0, 1)
         noise[t][r] = value
     return noise
 
 
-def simulate_run(rng: random.Random, scenario: Scenario, repeats: int, bound: float,
-                 regressed: Optional[set[int]] = None, regression: float = 0.15,
-                 judge: str = "run") -> tuple[bool, set[int]]:
-    """One run pair: whether the gate failed it, and which tests it flagged.
-
-    ``judge="run"`` is the run-level judgement; ``"per-test"`` the per-test
-    gate (pooled noise, each test at 98.4%) for comparison.
-    """
+def run_pairs(rng: random.Random, scenario: Scenario, repeats: int, regressed: Optional[set[int]] = None,
+              regression: float = 0.15) -> tuple[dict, dict]:
+    """One run pair's values per test (baseline, current) and their places in execution order."""
     regressed = regressed or set()
     pairs = {}
     k = scenario.tests
@@ -110,14 +109,59 @@ def simulate_run(rng: random.Random, scenario: Scenario, repeats: int, bound: fl
             continue
         pairs[f"t{i}"] = (_series(rng, level, cv, repeats, scenario, 1.0),
                           _series(rng, level, cv, repeats, scenario, factor))
+    place = {(t, r): float(i) for i, (t, r) in enumerate(_order(scenario, k, repeats))}
+    positions = {f"t{i}": ([place[i, r] for r in range(repeats)],) * 2 for i in range(k)}
+    return pairs, positions
+
+
+def run_model(rng: random.Random, scenario: Scenario, repeats: int, regressed: Optional[set[int]] = None):
+    pairs, positions = run_pairs(rng, scenario, repeats, regressed)
+    return model_metric("total_j", pairs, positions=positions)
+
+
+def simulate_run(rng: random.Random, scenario: Scenario, repeats: int, bound: float,
+                 regressed: Optional[set[int]] = None, regression: float = 0.15,
+                 judge: str = "run") -> tuple[bool, set[int]]:
+    """One run pair: whether the gate failed it, and which tests it flagged.
+
+    ``judge="run"`` is the run-level judgement; ``"per-test"`` the per-test
+    gate (pooled noise, each test at 98.4%) for comparison.
+    """
+    pairs, positions = run_pairs(rng, scenario, repeats, regressed, regression)
     if judge == "per-test":
         noise = pooled_noise([g for pair in pairs.values() for g in pair])
         flagged = {int(t[1:]) for t, (b, c) in pairs.items() if relative_change(b, c, noise).beyond(bound)}
         return bool(flagged), flagged
-    model = model_metric("total_j", pairs)
+    model = model_metric("total_j", pairs, positions=positions)
     verdicts = holm(comparisons(model, bound))
     flagged = {int(v.scope[1:]) for v in verdicts if v.failed and v.scope.startswith("t")}
     return any(v.failed for v in verdicts), flagged
+
+
+def _mean_shift(pairs: dict) -> float:
+    """The plain mean over tests of the change in mean log value."""
+    shifts = [sum(map(math.log, c)) / len(c) - sum(map(math.log, b)) / len(b) for b, c in pairs.values()]
+    return sum(shifts) / len(shifts)
+
+
+def ceiling(scenario: Scenario, bound: float, repeats: int = 5, runs: int = 1000, seed: int = 1,
+            regression: float = 0.15, level: float = FAMILY_ALPHA * RUN_SHARE) -> float:
+    """How often a uniform regression is caught by a test that *knows* the noise.
+
+    The mean log shift of the run, judged at the run comparison's share of the
+    1% against the bound it is judged by, with its null spread taken from
+    ``runs`` simulated unchanged run pairs (the truth, which a real gate has to
+    estimate). What no test of the run's shift can much improve on.
+    """
+    rng = random.Random(seed)
+    null = [_mean_shift(run_pairs(rng, scenario, repeats)[0]) for _ in range(runs)]
+    centre = sum(null) / runs
+    spread = math.sqrt(sum((x - centre) ** 2 for x in null) / (runs - 1))
+    threshold = math.log1p(max(bound, DEFAULT_RUN_TOLERANCE)) + NormalDist().inv_cdf(1 - level) * spread
+    everyone = set(range(scenario.tests))
+    caught = sum(_mean_shift(run_pairs(rng, scenario, repeats, everyone, regression)[0]) > threshold
+                 for _ in range(runs))
+    return caught / runs
 
 
 def rates(scenario: Scenario, bound: float, repeats: int = 5, runs: int = 1000, seed: int = 1,

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from gate_scenarios import SCENARIOS, Scenario, rates
+from gate_scenarios import SCENARIOS, Scenario, rates, run_model
 from pytest_llm_energy.judgement import (
     comparisons,
     digamma,
@@ -17,6 +17,7 @@ from pytest_llm_energy.judgement import (
     student_sf,
     trigamma,
 )
+from pytest_llm_energy.stats import t_quantile
 
 
 def test_special_functions():
@@ -52,9 +53,9 @@ def test_moderation_prior_follows_the_typical_variance():
 
 def test_the_run_centre_resists_a_regressed_test_and_weights_by_precision():
     shifts = [0.0] * 9 + [0.5]
-    centre, variance = random_effects_centre(shifts, [0.001] * 10)
+    centre, variance, _, _ = random_effects_centre(shifts, [0.001] * 10)
     assert abs(centre) < 0.01 and variance > 0
-    centre, _ = random_effects_centre([0.0, 0.1], [1e-6, 1.0])
+    centre, _, _, _ = random_effects_centre([0.0, 0.1], [1e-6, 1.0])
     assert centre == pytest.approx(0.0, abs=1e-3)  # the quiet test decides
 
 
@@ -88,19 +89,36 @@ def test_a_regressed_test_is_judged_against_the_run_shift():
     assert verdicts["t3"].power is not None and verdicts["t3"].repeats_needed >= 2
 
 
-# Correlated repetitions back to back are the one case the targets are not met
-# (README: "Not met yet"); they are checked against the rounds order below.
-MET = [s for s in SCENARIOS if "AR(1)" not in s.name and not s.slow]
+# Correlated noise (back to back, or slow noise that spans tests) leaves too little
+# information for 95% against a 10% bound at a 1% run-level rate, for any test of the
+# run's shift: benchmarks/gate_power.py prints that ceiling beside the gate's rate.
+CEILING_BELOW_TARGET = {s.name for s in SCENARIOS if "AR(1)" in s.name or s.slow}
 
 
-@pytest.mark.parametrize("scenario", MET, ids=lambda s: s.name)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_unchanged_runs_rarely_fail_and_uniform_regressions_are_caught(scenario):
     # 300 run pairs per cell here; benchmarks/gate_power.py runs 1000.
     for bound in (0.0, 0.10):
         result = rates(scenario, bound, runs=300, seed=11)
         assert result["false"] <= 0.02, (bound, result)  # 1% target; 300 runs leave sampling slack
-        if scenario.tests > 2:
+        if scenario.tests > 2 and (bound == 0.0 or scenario.name not in CEILING_BELOW_TARGET):
             assert result["all"] >= 0.95, (bound, result)
+
+
+def test_the_run_interval_covers_slow_noise_that_spans_tests():
+    # In rounds, noise lasting a few generations is shared by neighbouring tests:
+    # the run's shift scatters twice as far as the tests' spread suggests.
+    rounds = next(s for s in SCENARIOS if s.slow and s.order == "rounds")
+    rng = random.Random(5)
+    outside = naive = 0
+    for _ in range(400):
+        model = run_model(rng, rounds, repeats=5)
+        # The truth is no shift: how often does the 99% interval miss 0?
+        q = t_quantile(0.995, int(model.run_df))
+        outside += abs(model.run_shift) > q * math.sqrt(model.run_variance)
+        naive += abs(model.run_shift) > q * math.sqrt(model.run_variance / model.design_effect)
+    assert outside / 400 <= 0.03, outside  # nominal 1%
+    assert naive / 400 >= 0.08, naive      # the tests' spread alone misses it far more often
 
 
 def test_one_regressed_test_among_twenty_is_found_at_a_zero_bound():
@@ -114,5 +132,7 @@ def test_rounds_break_the_slow_noise_back_to_back_repetitions_share():
     for bound in (0.0, 0.10):
         in_rounds = rates(rounds, bound, runs=300, seed=8)
         assert in_rounds["false"] <= 0.02, (bound, in_rounds)
-    # A uniform 15% regression against a 10% bound: rounds catch it far more often.
-    assert rates(rounds, 0.10, runs=300, seed=8)["all"] >= rates(back, 0.10, runs=300, seed=8)["all"] + 0.1
+    # Back to back, each test's five repetitions carry little more than one
+    # generation's worth of information: in rounds a single regressed test is
+    # caught far more often.
+    assert rates(rounds, 0.0, runs=300, seed=8)["one"] >= rates(back, 0.0, runs=300, seed=8)["one"] + 0.2
