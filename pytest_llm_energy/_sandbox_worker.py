@@ -65,133 +65,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sandbox_files  # noqa: E402
 import _sandbox_landlock  # noqa: E402
 import _sandbox_seccomp  # noqa: E402
+from _sandbox_values import (  # noqa: E402
+    NotPlain,
+    call_arguments,
+    call_payload,
+    changed,
+    copy_back,
+    decode,
+    encode,
+    exception_reply,
+    parse_reply,
+    rebuild_exception,
+    snapshots,
+)
 
 del sys.path[0]
 FILTER = _sandbox_seccomp.Filter()
 LANDLOCK = _sandbox_landlock.Landlock()
-
-
-# --------------------------------------------------------------------------
-# values across the process boundary: plain data only
-# --------------------------------------------------------------------------
-class NotPlain(Exception):
-    pass
-
-
-def encode(value, depth=0):
-    """Tagged JSON for plain values; anything else raises :class:`NotPlain`.
-
-    Only builtin data crosses from the candidate to the test, so an object
-    whose ``__eq__`` always returns True cannot pass an assertion.
-    """
-    if depth > 200:
-        raise NotPlain("nested too deeply")
-    kind = type(value)
-    if value is None or kind is bool or kind is int or kind is str:
-        return value
-    if kind is float:
-        return {"f": repr(value)}
-    if kind is list:
-        return [encode(v, depth + 1) for v in value]
-    if kind is tuple:
-        return {"t": [encode(v, depth + 1) for v in value]}
-    if kind is dict:
-        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
-    if kind is set or kind is frozenset:
-        return {"s" if kind is set else "fs": [encode(v, depth + 1) for v in value]}
-    if kind is bytes:
-        return {"b": value.hex()}
-    if kind is complex:
-        return {"c": [repr(value.real), repr(value.imag)]}
-    raise NotPlain("returned an object of type " + kind.__name__ + ", not plain data")
-
-
-# Distinct values in one container of a reply that may share a hash: more only
-# come from a candidate building a hash flood (ints or tuples equal modulo
-# 2**61 - 1), which would make building or comparing sets and dicts quadratic
-# in the server. Equal values are no flood: [0] * 1000 is fine.
-MAX_EQUAL_HASHES = 64
-# Values whose hash the candidate can predict (a string's is keyed per process).
-_PREDICTABLE_HASH = (int, float, complex, bool, tuple, frozenset)
-
-
-def _no_hash_flood(values):
-    if len(values) <= MAX_EQUAL_HASHES:
-        return
-    buckets = {}
-    for value in values:
-        if type(value) not in _PREDICTABLE_HASH:
-            continue
-        try:
-            key = hash(value)
-        except TypeError:  # a tuple holding a list: never a set member or dict key
-            continue
-        bucket = buckets.get(key)
-        if bucket is None:
-            buckets[key] = [value]
-        elif value not in bucket:
-            bucket.append(value)
-            if len(bucket) > MAX_EQUAL_HASHES:
-                raise ValueError("over %d distinct values with the same hash: a hash flood" % MAX_EQUAL_HASHES)
-
-
-def decode(data):
-    """The value a reply encodes; ValueError (or TypeError) for anything malformed."""
-    if type(data) is list:
-        values = [decode(v) for v in data]
-        _no_hash_flood(values)
-        return values
-    if type(data) is not _Tagged:
-        if data is None or type(data) in (bool, int, str):
-            return data
-        raise ValueError("not a value")
-    tag, value = data
-    if tag == "f":
-        return float(value)
-    if tag == "t":
-        values = tuple(decode(v) for v in value)
-        _no_hash_flood(values)
-        return values
-    if tag == "d":
-        pairs = [(decode(k), decode(v)) for k, v in value]
-        _no_hash_flood([k for k, _ in pairs])
-        return dict(pairs)
-    if tag in ("s", "fs"):
-        values = [decode(v) for v in value]
-        _no_hash_flood(values)
-        return set(values) if tag == "s" else frozenset(values)
-    if tag == "b":
-        return bytes.fromhex(value)
-    if tag == "c":
-        return complex(float(value[0]), float(value[1]))
-    raise ValueError("unknown tag " + repr(tag))
-
-
-class _Tagged(tuple):
-    """A JSON object of a reply: one (tag, value) pair, never a dict (no hashing of its keys)."""
-
-
-def _reply_object(pairs):
-    """A JSON object in a reply, built without hashing what the candidate chose.
-
-    One key: a tagged value, or the reply itself. A few keys: the reply (a
-    candidate that did not load says why). More: malformed.
-    """
-    if len(pairs) == 1:
-        return _Tagged(pairs[0])
-    if len(pairs) <= 4:
-        return dict(pairs)
-    raise ValueError("an object with %d keys" % len(pairs))
-
-
-def parse_reply(body):
-    """A reply as a dict of its keys; ValueError for anything malformed."""
-    reply = json.loads(body, object_pairs_hook=_reply_object)
-    if type(reply) is _Tagged:
-        return dict([reply])
-    if type(reply) is not dict:
-        raise ValueError("a reply is an object")
-    return reply
 
 
 # A reply larger than this is refused before it is parsed: the server parses
@@ -343,7 +233,9 @@ def candidate_process(config, requests, replies, workdir):
     code, entry_point, timeout = job
     _limit(resource.RLIMIT_CPU, int(timeout) + 1)
     try:
-        namespace = {"__name__": "__main__"}
+        # No __name__ of its own, as in the reference harness: it resolves to
+        # "builtins", so a completion's `if __name__ == "__main__":` demo does not run.
+        namespace = {}
         exec(marshal.loads(code), namespace)
         function = namespace.get(entry_point)
         if not callable(function):
@@ -360,10 +252,29 @@ def candidate_process(config, requests, replies, workdir):
             send(replies, {"ready": True})
             continue
         try:
-            value = function(*request[0], **request[1])
-            reply = {"value": encode(value)}
-        except BaseException as exc:  # SystemExit included: the test sees it as an error
-            reply = {"error": _describe(exc)}
+            args, kwargs = call_arguments(request)
+            taken = snapshots(args, kwargs)
+        except BaseException as exc:
+            send(replies, {"error": "the test's arguments did not arrive: " + _describe(exc)})
+            continue
+        try:
+            value = function(*args, **kwargs)
+        except BaseException as exc:  # SystemExit included: the test sees what was raised
+            try:
+                reply = exception_reply(exc, _describe)
+            except BaseException as inner:
+                reply = {"error": _describe(inner)}
+        else:
+            try:
+                reply = {"value": encode(value)}
+            except BaseException as exc:  # NotPlain, RecursionError, MemoryError
+                reply = {"error": _describe(exc)}
+        try:
+            mutated = changed(args, kwargs, taken) if taken else None
+        except BaseException:
+            mutated = None
+        if mutated:
+            reply["mutated"] = mutated
         send(replies, reply)
 
 
@@ -715,6 +626,7 @@ class CandidateProxy:
         self.deadline = deadline
         self.loaded = None  # unknown until the first reply
         self.failure = None  # (status, detail) that overrides the test's outcome
+        self.namespace = {}  # the test's: exception classes the prompt defines
 
     def _ask(self, payload):
         try:
@@ -749,13 +661,17 @@ class CandidateProxy:
 
     def __call__(self, *args, **kwargs):
         try:
-            # marshal accepts only plain data (and code objects, which a test never passes).
-            payload = marshal.dumps((args, kwargs))
-        except ValueError as exc:
+            payload = call_payload(args, kwargs, marshal)
+        except (NotPlain, ValueError, TypeError, RecursionError) as exc:
             raise CandidateError("the test passed something that is not plain data: " + _describe(exc))
         reply = self._ask(payload)
+        if "mutated" in reply:
+            try:
+                copy_back(args, kwargs, reply["mutated"])
+            except Exception as exc:
+                self._fail("failed", "the candidate sent a malformed reply: " + _describe(exc), CandidateMisbehaved)
         if "error" in reply:
-            raise CandidateError(str(reply["error"]))
+            raise rebuild_exception(reply, self.namespace, CandidateError)
         try:
             return decode(reply["value"])
         except Exception as exc:  # KeyError, ValueError, TypeError, RecursionError, MemoryError
@@ -821,7 +737,8 @@ def run_test(job, candidate):
     except (SyntaxError, ValueError) as exc:
         return "error", "the problem's test does not compile: " + _describe(exc)
     try:
-        namespace = {"__name__": "__main__"}
+        namespace = {}  # not "__main__", as in the reference harness
+        candidate.namespace = namespace
         exec(prompt_code, namespace)
         # In the one-program form the test sees the completed function under
         # its own name too (HumanEval/33 calls it that way).
@@ -1057,10 +974,13 @@ def rehearse(program, times=1):
     freed) once, and bytecode it has specialised.
     """
     for _ in range(times):
-        namespace = {"__name__": "__main__"}
+        namespace = {}
         exec(marshal.loads(program), namespace)
-        request = marshal.loads(marshal.dumps((([1.5, 2.0],), {})))
-        json.dumps({"value": encode(namespace["f"](*request[0], **request[1]))})
+        args, kwargs = call_arguments(marshal.loads(call_payload(([1.5, 2.0],), {}, marshal)))
+        taken = snapshots(args, kwargs)
+        reply = {"value": encode(namespace["f"](*args, **kwargs))}
+        changed(args, kwargs, taken)
+        json.dumps(reply)
 
 
 def _warm_up():
