@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,33 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fake_nvml import FakeClock, FakeGpu, make_fake_pynvml  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+class _DeprecationLog(logging.Handler):
+    """Collects transformers' deprecations that arrive as log records, not warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecat" in message.lower() or "will be removed" in message.lower():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def no_transformers_deprecations():
+    """Fail a test in which transformers logged a deprecation (``logger.warning_once`` and kin)."""
+    handler = _DeprecationLog()
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        pytest.fail("transformers logged a deprecation: " + handler.messages[0], pytrace=False)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from typing import Any, Optional, Sequence
 
@@ -70,33 +71,111 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cache_dir() -> str:
+    """Where huggingface_hub keeps downloads, read now (its constants are read at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def hub_endpoint() -> str:
+    if os.environ.get("HF_ENDPOINT"):
+        return os.environ["HF_ENDPOINT"].rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def _hub_reachable(repo_id: str) -> bool:
+    """Whether the hub answers at all within a few seconds (any HTTP status counts; proxies honoured)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{hub_endpoint()}/api/models/{repo_id}", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 401, 404: it answered
+    except (OSError, ValueError):
+        return False
+
+
+def hub_source(spec: str) -> tuple[dict[str, Any], Optional[str]]:
+    """``from_pretrained`` options for a hub id and its cached snapshot, or a one-line error within seconds.
+
+    The local cache comes first: a cached model loads without touching the
+    network. An uncached one is downloaded only when the hub answers; with
+    ``HF_HUB_OFFLINE`` (or no network) the error says at once that the model is
+    neither local nor cached, instead of transformers' retries (about 47 s).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    cache_dir = hub_cache_dir()
+    try:
+        cached = try_to_load_from_cache(spec, "config.json", cache_dir=cache_dir)
+    except ValueError as exc:  # not a valid repo id
+        raise BackendLoadError(f"--energy-model={spec}: not a model directory or a hub id ({_first_line(exc)})") from None
+    if isinstance(cached, str):
+        return {"local_files_only": True, "cache_dir": cache_dir}, os.path.dirname(cached)
+    where = f"not a local directory and not in the Hugging Face cache ({cache_dir})"
+    if _offline():
+        raise BackendLoadError(f"--energy-model={spec}: {where}, and HF_HUB_OFFLINE is set; "
+                               f"download it first (hf download {spec}) or pass a local path")
+    if not _hub_reachable(spec):
+        raise BackendLoadError(f"--energy-model={spec}: {where}, and {hub_endpoint()} cannot be reached; "
+                               f"download it first (hf download {spec}) or pass a local path")
+    return {"cache_dir": cache_dir}, None
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword a model's ``forward`` takes its KV cache by.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name
+    warns, and goes in 5.40); 4.x knows only the old one. The output carries
+    the cache under the same name.
+    """
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class HFDecoding(Decoding):
     def __init__(self, backend: "HFBackend") -> None:
         self._model = backend.model
         self._device = backend.torch_device
         self._torch = backend.torch
+        self._cache_key = backend.cache_key
         self._cache: Any = None
 
+    def _forward(self, input_ids: Any, **extra: Any) -> Any:
+        with self._torch.inference_mode():
+            out = self._model(input_ids=input_ids, use_cache=True, **{self._cache_key: self._cache}, **extra)
+        self._cache = out[self._cache_key]
+        return out.logits[0, -1]
+
     def prefill(self, prompt_ids: Sequence[int]) -> Any:
-        torch = self._torch
         from transformers import DynamicCache
 
-        input_ids = torch.tensor([list(prompt_ids)], device=self._device)
         self._cache = DynamicCache()
-        with torch.inference_mode():
-            out = self._model(
-                input_ids=input_ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1
-            )
-        self._cache = out.past_key_values
-        return out.logits[0, -1]
+        return self._forward(self._torch.tensor([list(prompt_ids)], device=self._device), logits_to_keep=1)
 
     def step(self, token_id: int) -> Any:
-        torch = self._torch
-        input_ids = torch.tensor([[token_id]], device=self._device)
-        with torch.inference_mode():
-            out = self._model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
-        self._cache = out.past_key_values
-        return out.logits[0, -1]
+        return self._forward(self._torch.tensor([[token_id]], device=self._device))
 
 
 class HFBackend(Backend):
@@ -112,6 +191,7 @@ class HFBackend(Backend):
         self.revision = revision
         self.weights = weights
         self.torch_device = torch.device(device)
+        self.cache_key = cache_argument(model)
         eos = tokenizer.eos_token_id
         config_eos = getattr(model.generation_config, "eos_token_id", None)
         ids: set[int] = set()
@@ -140,17 +220,21 @@ class HFBackend(Backend):
             ) from None
         resolved = resolve_device(device)
         revision = ""
+        hub_options: dict[str, Any] = {}
+        weights_dir: Optional[str] = None
         if spec.startswith(BUILTIN_PREFIX):
             if spec != BUILTIN_PREFIX + TINY_NAME:
                 raise BackendLoadError(f"unknown built-in model {spec!r}; the built-in model is builtin:tiny")
             path = str(tiny_model_dir())
             revision = f"builtin-r{TINY_REVISION}"
         else:
-            path = spec
+            path = os.path.expanduser(spec)
             looks_local = os.sep in spec and (spec.startswith((".", os.sep, "~")) or spec.count("/") != 1)
-            if looks_local and not os.path.isdir(os.path.expanduser(spec)):
+            if looks_local and not os.path.isdir(path):
                 raise BackendLoadError(f"--energy-model={spec}: no such model directory")
-            path = os.path.expanduser(path)
+            if not os.path.isdir(path):
+                hub_options, snapshot = hub_source(spec)
+                weights_dir = snapshot or path
         if dtype == "auto":
             # Half precision on a CPU is slow and sometimes unsupported: use
             # float32 there, the checkpoint's own dtype on a GPU.
@@ -161,8 +245,8 @@ class HFBackend(Backend):
 
         hf_logging.disable_progress_bar()  # progress bars would clutter the pytest output
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(path, **hub_options)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub_options)
         except Exception as exc:  # transformers raises many types; all mean "cannot load"
             raise BackendLoadError(f"--energy-model={spec}: cannot load model: {_first_line(exc)}") from None
         model.to(resolved)
@@ -170,7 +254,7 @@ class HFBackend(Backend):
         if not revision:
             revision = getattr(model.config, "_commit_hash", None) or ""
         return cls(model, tokenizer, model_id=spec, device=resolved, revision=revision,
-                   weights=weights_fingerprint(path))
+                   weights=weights_fingerprint(weights_dir or path))
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])

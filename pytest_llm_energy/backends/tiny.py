@@ -104,7 +104,13 @@ def tiny_model_dir() -> Path:
     Built in a temporary directory and renamed into place, so parallel workers
     racing to build it never see half a checkpoint.
     """
-    target = cache_root() / f"builtin-{TINY_NAME}-r{TINY_REVISION}"
+    import transformers
+
+    # A checkpoint saved by one major release of transformers names classes
+    # the other does not have (5.x saves its tokenizer as "TokenizersBackend"):
+    # each major release builds its own.
+    major = transformers.__version__.split(".")[0]
+    target = cache_root() / f"builtin-{TINY_NAME}-r{TINY_REVISION}-transformers{major}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
