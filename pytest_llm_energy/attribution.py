@@ -71,11 +71,11 @@ def attribute(
     if repeat_prefill:
         repeated = measure_repeated(meter, backend, run_prefill, policy)
         prefill = PhaseEnergy(repeated.joules, prefill.seconds, prefill.tokens, prefill.below_resolution,
-                              repeated.method, repeated.bound_j, repeated.repeats)
+                              repeated.method, repeated.bound_j, repeated.repeats, repeated.devices)
     if repeat_whole:
         repeated = measure_repeated(meter, backend, run_whole, policy)
         whole = PhaseEnergy(repeated.joules, whole.seconds, decode_tokens, whole.below_resolution,
-                            repeated.method, repeated.bound_j, repeated.repeats)
+                            repeated.method, repeated.bound_j, repeated.repeats, repeated.devices)
     bounds = (whole.bound_j, prefill.bound_j)
     decode = PhaseEnergy(
         joules=whole.joules - prefill.joules,
@@ -85,6 +85,7 @@ def attribute(
         method=_labelled(DIFFERENCE, whole.method),
         bound_j=sum(bounds) if None not in bounds else None,  # type: ignore[arg-type]
         repeats=whole.repeats,
+        devices={d: j - prefill.devices.get(d, 0.0) for d, j in whole.devices.items()},
     )
     return prefill, decode
 
@@ -124,6 +125,7 @@ def measure_repeated(meter: Meter, backend: Backend, run_once: Callable[[], None
         method=_labelled(REPEATED, window.method),
         bound_j=window.bound_j / runs if window.bound_j is not None else None,
         repeats=runs,
+        devices={d: j / runs for d, j in window.devices.items()},
     )
 
 

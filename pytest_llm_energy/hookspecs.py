@@ -34,8 +34,10 @@ def pytest_llm_energy_meters(config: Any) -> "Mapping[str, MeterFactory]":
 
 
 @hookspec(firstresult=True)
-def pytest_llm_energy_make_backend(config: Any, model: str, device: str, dtype: str) -> Any:
+def pytest_llm_energy_make_backend(config: Any, model: str, device: str, dtype: str, device_map: str) -> Any:
     """Provide the model under test for ``--energy-model=model``.
+
+    ``device_map`` is ``--energy-device-map`` ("" when the model goes on ``device``).
 
     Return a :class:`pytest_llm_energy.backends.Backend` (an HTTP client for a
     serving stack, a scripted backend for tests...) or None to let the

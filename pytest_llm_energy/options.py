@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from .backends.hf import DTYPES
+from .backends.hf import DEVICE_MAPS, DTYPES
 from .baseline import BaselineError, Bound, check_name, parse_bounds
 from .budgets import Budget, BudgetError, parse_budgets
 from .meters import MeterOptions, ShortWindows
@@ -44,6 +44,10 @@ OPTIONS = [
             "a small model built offline (default: builtin:tiny)", "PATH|HUB_ID"),
     _Option("--energy-device", "energy_device", "auto",
             "device to run the model on: auto, cpu, cuda, cuda:N (default: auto)", "DEVICE"),
+    _Option("--energy-device-map", "energy_device_map", "",
+            "spread a model too large for one GPU over the visible GPUs (transformers' device_map; "
+            "needs accelerate): " + ", ".join(DEVICE_MAPS) + " (default: off, the whole model on "
+            "--energy-device)", "MAP"),
     _Option("--energy-dtype", "energy_dtype", "auto",
             "model weights dtype: " + ", ".join(DTYPES) + " (default: auto = float32 on CPU, "
             "the checkpoint's dtype on GPU)", "DTYPE"),
@@ -244,6 +248,7 @@ class Settings:
     meter_options: MeterOptions
     generation: GenerationConfig
     json_path: Optional[str]
+    device_map: str = ""
     humaneval_tasks: Optional[str] = None
     humaneval: HumanEvalSettings = HumanEvalSettings()
     babbling: str = "off"
@@ -300,6 +305,13 @@ class Settings:
         if not (device in ("auto", "cpu", "cuda") or
                 (device.startswith("cuda:") and device[5:].isdigit())):
             raise pytest.UsageError(f"--energy-device={device!r}: expected auto, cpu, cuda or cuda:N")
+        device_map = str(_raw(config, "--energy-device-map")[1]).strip()
+        if device_map and device_map not in DEVICE_MAPS:
+            raise pytest.UsageError(f"--energy-device-map={device_map!r}: expected one of {', '.join(DEVICE_MAPS)}")
+        if device_map and device not in ("auto", "cuda"):
+            raise pytest.UsageError(f"--energy-device-map={device_map} spreads the model over the visible GPUs; "
+                                    f"it does not combine with --energy-device={device} (choose GPUs with "
+                                    "CUDA_VISIBLE_DEVICES)")
         json_path = _output_path(config, "--energy-json")
         humaneval_tasks = _raw(config, "--humaneval-tasks")[1]
         if humaneval_tasks:
@@ -369,6 +381,7 @@ class Settings:
             model=str(_raw(config, "--energy-model")[1]).strip(),
             device=device,
             dtype=dtype,
+            device_map=device_map,
             meter_options=MeterOptions(
                 cpu_watts=cpu_watts,
                 rapl_root=str(_raw(config, "--energy-rapl-root")[1]),

@@ -63,6 +63,7 @@ def _sum_phases(phases: Sequence[PhaseEnergy]) -> PhaseEnergy:
         below_resolution=any(p.below_resolution for p in phases),
         method="+".join(sorted({p.method for p in phases})),
         bound_j=None if any(p.bound_j is None for p in phases) else sum(p.bound_j or 0.0 for p in phases),
+        devices={d: sum(p.devices.get(d, 0.0) for p in phases) for p0 in phases for d in p0.devices},
     )
 
 
@@ -143,10 +144,9 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
         return ["no energy was measured (no test used the energy fixture)"]
     model = meta.get("model", {})
     meter = meta.get("meter", {})
-    lines = [
-        f"model {model.get('id')} on {model.get('device', '?')}, "
-        f"meter {meter.get('name')} ({meter.get('kind')})"
-    ]
+    spans = model.get("spans") or []
+    where = f"spread over {', '.join(spans)}" if len(spans) > 1 else f"on {model.get('device', '?')}"
+    lines = [f"model {model.get('id')} {where}, meter {meter.get('name')} ({meter.get('kind')})"]
     lines += [f"note: {n}" for n in meta.get("notices", [])]
     common_file, names = short_test_names(getattr(r, "test_id", "") or getattr(r, "case_id", "") for r in results)
     if common_file:

@@ -31,6 +31,9 @@ class PhaseEnergy:
     method: str = "counter"
     bound_j: Optional[float] = None
     repeats: int = 0
+    # Joules per metered device (a GPU's label, "cpu package 0", ...) where the
+    # meter tells them apart: a model spread over several GPUs shows each one's share.
+    devices: dict[str, float] = field(default_factory=dict)
 
     @property
     def relative_bound(self) -> Optional[float]:
@@ -64,6 +67,7 @@ class PhaseEnergy:
             method=data.get("method", "counter"),
             bound_j=data.get("bound_j"),
             repeats=data.get("repeats", 0),
+            devices=dict(data.get("devices") or {}),
         )
 
 

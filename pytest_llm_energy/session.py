@@ -101,9 +101,11 @@ class EnergySession:
             settings = self.settings
             try:
                 backend = self.config.hook.pytest_llm_energy_make_backend(
-                    config=self.config, model=settings.model, device=settings.device, dtype=settings.dtype
+                    config=self.config, model=settings.model, device=settings.device, dtype=settings.dtype,
+                    device_map=settings.device_map,
                 )
-                self._backend = backend or HFBackend.load(settings.model, settings.device, settings.dtype)
+                self._backend = backend or HFBackend.load(settings.model, settings.device, settings.dtype,
+                                                          settings.device_map)
             except BackendLoadError as exc:
                 raise pytest.UsageError(str(exc)) from None
         return self._backend

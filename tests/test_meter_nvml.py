@@ -74,6 +74,25 @@ def test_adjacent_windows_add_up_to_the_window_spanning_them():
     assert sum(parts) == pytest.approx(whole, rel=1e-9)
 
 
+def test_a_model_spread_over_two_gpus_shows_each_one_s_share():
+    time, boards = synthetic_world(seed=6, period=0.1, gpus=2)
+    meter = synthetic_meter(boards, time)
+    start = meter.mark()
+    # The first GPU holds the layers that do most of the work.
+    t = time.now()
+    boards[0].set_power(t, 500.0)
+    boards[1].set_power(t, 200.0)
+    time.advance(1.0)
+    for board in boards:
+        board.set_power(time.now(), board.idle_w)
+    end = meter.mark()
+    window = meter.window(start, end)
+    assert len(window.devices) == 2 and sum(window.devices.values()) == pytest.approx(window.joules)
+    first, second = (window.devices[f"cuda:{i} {gpu.uuid}"] for i, gpu in enumerate(meter.gpus))
+    for share, board in ((first, boards[0]), (second, boards[1])):
+        assert share == pytest.approx(board.energy(end.t) - board.energy(start.t), rel=0.02)
+
+
 def test_a_window_between_counter_updates_is_never_zero_and_its_bound_holds():
     # A 150 ms board and a 110 ms window: the counter may not move inside it.
     for seed in range(10):

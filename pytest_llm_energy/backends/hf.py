@@ -11,6 +11,8 @@ from .base import Backend, BackendLoadError, Decoding
 from .tiny import BUILTIN_PREFIX, TINY_NAME, TINY_REVISION, tiny_model_dir
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# transformers' device_map strategies (accelerate places the layers).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 def resolve_device(requested: str) -> str:
@@ -140,6 +142,19 @@ def hub_source(spec: str) -> tuple[dict[str, Any], Optional[str]]:
     return {"cache_dir": cache_dir}, None
 
 
+def spanned_devices(device_map: Optional[dict[str, Any]]) -> list[str]:
+    """The devices an accelerate ``hf_device_map`` puts layers on, in CUDA order (GPU ints become cuda:N)."""
+    if not device_map:
+        return []
+    names = set()
+    for place in device_map.values():
+        if isinstance(place, int) or (isinstance(place, str) and place.isdigit()):
+            names.add(f"cuda:{int(place)}")
+        else:
+            names.add(str(place))
+    return sorted(names, key=lambda n: (not n.startswith("cuda"), int(n[5:]) if n[5:].isdigit() else 0, n))
+
+
 def cache_argument(model: Any) -> str:
     """The keyword a model's ``forward`` takes its KV cache by.
 
@@ -192,6 +207,7 @@ class HFBackend(Backend):
         self.weights = weights
         self.torch_device = torch.device(device)
         self.cache_key = cache_argument(model)
+        self.spans = spanned_devices(getattr(model, "hf_device_map", None)) or [device]
         eos = tokenizer.eos_token_id
         config_eos = getattr(model.generation_config, "eos_token_id", None)
         ids: set[int] = set()
@@ -203,13 +219,23 @@ class HFBackend(Backend):
         self._eos = frozenset(ids)
 
     @classmethod
-    def load(cls, spec: str, device: str = "auto", dtype: str = "auto") -> "HFBackend":
+    def load(cls, spec: str, device: str = "auto", dtype: str = "auto", device_map: str = "") -> "HFBackend":
         """Load ``builtin:tiny``, a local checkpoint directory, or a hub id.
 
-        Every failure becomes a :class:`BackendLoadError` of one line.
+        ``device_map`` spreads the model over the visible GPUs instead of
+        putting it on ``device``. Every failure becomes a
+        :class:`BackendLoadError` of one line.
         """
         if dtype not in DTYPES:
             raise BackendLoadError(f"--energy-dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        if device_map:
+            if device_map not in DEVICE_MAPS:
+                raise BackendLoadError(f"--energy-device-map={device_map!r} is not one of {', '.join(DEVICE_MAPS)}")
+            try:
+                import accelerate  # noqa: F401  (transformers places the layers with it)
+            except ImportError:
+                raise BackendLoadError(f"--energy-device-map={device_map} needs accelerate: "
+                                       "pip install 'pytest-llm-energy[multi-gpu]'") from None
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -246,10 +272,16 @@ class HFBackend(Backend):
         hf_logging.disable_progress_bar()  # progress bars would clutter the pytest output
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **hub_options)
+            if device_map:
+                hub_options["device_map"] = device_map
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub_options)
         except Exception as exc:  # transformers raises many types; all mean "cannot load"
             raise BackendLoadError(f"--energy-model={spec}: cannot load model: {_first_line(exc)}") from None
-        model.to(resolved)
+        if device_map:
+            # Inputs go where the embeddings are; the layers stay where accelerate put them.
+            resolved = str(model.get_input_embeddings().weight.device)
+        else:
+            model.to(resolved)
         model.eval()
         if not revision:
             revision = getattr(model.config, "_commit_hash", None) or ""
@@ -270,8 +302,10 @@ class HFBackend(Backend):
         return self._eos
 
     def synchronize(self) -> None:
-        if self.torch_device.type == "cuda":
-            self.torch.cuda.synchronize(self.torch_device)
+        # Every GPU the model spans: the last layers' work may still be queued on another one.
+        for device in self.spans:
+            if device.startswith("cuda"):
+                self.torch.cuda.synchronize(self.torch.device(device))
 
     def describe(self) -> dict[str, Any]:
         dtype: Optional[Any] = getattr(self.model, "dtype", None)
@@ -283,4 +317,5 @@ class HFBackend(Backend):
             "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "architecture": type(self.model).__name__,
+            "spans": list(self.spans),
         }

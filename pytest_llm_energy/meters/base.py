@@ -166,6 +166,10 @@ class Meter(abc.ABC):
         """How to treat a device's samples; meters with power-only devices override it."""
         return DeviceSpec()
 
+    def device_label(self, device: str) -> str:
+        """The name a device's share of a window goes by in reports (its sample key by default)."""
+        return device
+
     def mark(self) -> Reading:
         """Observe now and return the edge of a window."""
         samples = self.observe()
@@ -269,6 +273,10 @@ class Meter(abc.ABC):
                 parts += [(device, _negate(curve.window(a, b))) for device, curve in curves.items()]
         joules = sum(p.joules for _, p in parts)
         bound = sum(p.bound for _, p in parts)
+        per_device: dict[str, float] = {}
+        for device, part in parts:
+            label = self.device_label(device)
+            per_device[label] = per_device.get(label, 0.0) + part.joules
         methods = {self.device_spec(d).power_method if not curves[d].counter else COUNTER for d, _ in parts}
         period = self.update_period() or self.resolution_s
         return PhaseEnergy(
@@ -278,6 +286,7 @@ class Meter(abc.ABC):
             below_resolution=seconds < 2 * period,
             method="+".join(sorted(methods)) or COUNTER,
             bound_j=bound if math.isfinite(bound) else None,
+            devices=per_device,
         )
 
 
@@ -345,6 +354,7 @@ class CompositeMeter(Meter):
             below_resolution=any(p.below_resolution for p in phases),
             method="+".join(sorted({p.method for p in phases})),
             bound_j=sum(bounds) if None not in bounds else None,  # type: ignore[arg-type]
+            devices={d: j for p in phases for d, j in p.devices.items()},
         )
 
     def describe(self) -> dict[str, Any]:

@@ -223,6 +223,11 @@ class NvmlMeter(Meter):
         return value.value.uiVal / 1000.0, (stamp / 1e6 if stamp else None)
 
     # -- observing ---------------------------------------------------------------
+    def device_label(self, device: str) -> str:
+        gpu = self._by_uuid.get(device)
+        # CUDA numbers the visible GPUs as NVML's handles here are ordered: cuda:N is GPU N.
+        return f"cuda:{gpu.index} {gpu.uuid}" if gpu is not None else device
+
     def device_spec(self, device: str) -> DeviceSpec:
         gpu = self._by_uuid[device]
         if gpu.has_instant:
