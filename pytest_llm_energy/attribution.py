@@ -45,7 +45,8 @@ def attribute(
     meter.settle(end.t)
     prefill = meter.window(start, first, tokens=len(prompt_ids))
     decode = meter.window(first, end, tokens=decode_tokens)
-    if policy.mode == "split" or prefill.bound_j is None:
+    # A served model cannot run one forward pass again: its phases are split.
+    if policy.mode == "split" or prefill.bound_j is None or not getattr(backend, "can_repeat", True):
         return prefill, decode
     repeat_prefill = policy.mode == "repeat" or too_wide(prefill, policy)
     whole = meter.window(start, end, tokens=decode_tokens)

@@ -42,6 +42,12 @@ OPTIONS = [
     _Option("--energy-model", "energy_model", DEFAULT_MODEL,
             "model under test: a local checkpoint directory, a hub id, or builtin:tiny, "
             "a small model built offline (default: builtin:tiny)", "PATH|HUB_ID"),
+    _Option("--energy-served-model", "energy_served_model", "",
+            "with --energy-model=openai:URL, the served model's name (default: the one /v1/models lists)",
+            "NAME"),
+    _Option("--energy-api-key-env", "energy_api_key_env", "OPENAI_API_KEY",
+            "environment variable holding the API key of a served model; the key never appears in "
+            "output (default: OPENAI_API_KEY)", "VAR"),
     _Option("--energy-device", "energy_device", "auto",
             "device to run the model on: auto, cpu, cuda, cuda:N (default: auto)", "DEVICE"),
     _Option("--energy-device-map", "energy_device_map", "",
@@ -249,6 +255,8 @@ class Settings:
     generation: GenerationConfig
     json_path: Optional[str]
     device_map: str = ""
+    served_model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
     humaneval_tasks: Optional[str] = None
     humaneval: HumanEvalSettings = HumanEvalSettings()
     babbling: str = "off"
@@ -382,6 +390,8 @@ class Settings:
             device=device,
             dtype=dtype,
             device_map=device_map,
+            served_model=str(_raw(config, "--energy-served-model")[1]).strip(),
+            api_key_env=str(_raw(config, "--energy-api-key-env")[1]).strip(),
             meter_options=MeterOptions(
                 cpu_watts=cpu_watts,
                 rapl_root=str(_raw(config, "--energy-rapl-root")[1]),

@@ -177,6 +177,8 @@ def generate(
     prompt_ids = list(prompt_ids) if prompt_ids is not None else backend.encode(prompt)
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens")
+    if hasattr(backend, "stream"):
+        return generate_streamed(backend, meter, prompt_ids, config, observers)
     decoding = backend.start()
     pick = TokenPicker(config, getattr(backend, "torch_device", "cpu"))
     eos = frozenset() if config.ignore_eos else backend.eos_token_ids
@@ -238,6 +240,79 @@ def generate(
         token_ids=tuple(generated),
         text_ends=tuple(text_ends),
     )
+
+
+def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], config: GenerationConfig,
+                      observers: Sequence[TokenObserver] = ()) -> Generation:
+    """A served model's generation: the windows are read off its completion stream.
+
+    Prefill: from sending the request to the first streamed token; decode: from
+    there to the last one. The same stop strings and observers watch the
+    streamed text; one that asks to stop ends the request by closing the
+    stream, and the decode window stays open until the server says it runs no
+    request (where it exposes that), so what it still spends is not billed to
+    the next test.
+    """
+    stops = StopStrings(config.stop) if config.stop else None
+    watchers: list[TokenObserver] = ([stops] if stops else []) + list(observers)
+    start = meter.mark()
+    stream = backend.stream(prompt_ids, config.max_new_tokens, temperature=config.temperature,
+                            top_p=config.top_p, seed=config.seed, stop=config.stop, ignore_eos=config.ignore_eos)
+    first = None
+    text = ""
+    generated: list[int] = []
+    text_ends: list[int] = []
+    reason = STOP_LENGTH
+    usage: dict[str, Any] = {}
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        if first is None and (chunk.token_ids or chunk.text):
+            first = meter.mark()
+        generated.extend(chunk.token_ids)
+        if chunk.text:
+            text += chunk.text
+            # Chunks may carry several tokens: each ends where its chunk's text does.
+            text_ends.extend([len(text)] * len(chunk.token_ids))
+            if watchers and _any_stops(watchers, text, chunk.text):
+                reason = STOP_STRING if stops is not None and stops.cut_at is not None else STOP_OBSERVER
+                stream.close()
+                break
+        else:
+            text_ends.extend([len(text)] * len(chunk.token_ids))
+        if chunk.finish_reason == "stop":
+            reason = STOP_STRING if isinstance(chunk.stop_reason, str) else STOP_EOS
+        elif chunk.finish_reason == "length":
+            reason = STOP_LENGTH
+    for watcher in watchers:
+        finish = getattr(watcher, "finish", None)
+        if finish is not None:
+            finish()
+    backend.wait_idle(meter.clock, meter.timebase.sleep)
+    end = meter.mark()
+    if first is None:
+        raise ServedGenerationError("the server streamed no token")
+    if not generated:  # a server that sends no token ids: its usage says how many
+        generated = [0] * int(usage.get("completion_tokens") or 0)
+    prefill, decode = attribute(meter, backend, (start, first, end), prompt_ids, generated or [0])
+    completion = text
+    cuts = [c for c in (getattr(w, "cut_at", None) for w in watchers) if c is not None]
+    if cuts:
+        completion = completion[: min(cuts)]
+    return Generation(
+        text=completion,
+        prefill=prefill,
+        decode=decode,
+        prompt_tokens=int(usage.get("prompt_tokens") or len(prompt_ids)),
+        new_tokens=len(generated),
+        stop_reason=reason,
+        token_ids=tuple(generated),
+        text_ends=tuple(text_ends),
+    )
+
+
+class ServedGenerationError(Exception):
+    """A served generation that produced nothing to meter."""
 
 
 def _any_stops(watchers: Sequence[TokenObserver], text: str, new_text: str) -> bool:

@@ -97,6 +97,8 @@ class EnergySession:
         """The model under test, loaded on first call; load errors are usage errors."""
         if self._backend is None:
             from .backends.hf import HFBackend
+            from .backends.served import PREFIX as SERVED_PREFIX
+            from .backends.served import ServedBackend
 
             settings = self.settings
             try:
@@ -104,6 +106,8 @@ class EnergySession:
                     config=self.config, model=settings.model, device=settings.device, dtype=settings.dtype,
                     device_map=settings.device_map,
                 )
+                if backend is None and settings.model.startswith(SERVED_PREFIX):
+                    backend = ServedBackend.load(settings.model, settings.served_model, settings.api_key_env)
                 self._backend = backend or HFBackend.load(settings.model, settings.device, settings.dtype,
                                                           settings.device_map)
             except BackendLoadError as exc:

@@ -1,0 +1,289 @@
+"""A model behind an OpenAI-compatible HTTP server (vLLM, SGLang, TGI, a llama.cpp server).
+
+Selected with ``--energy-model=openai:http://HOST:PORT/v1``. The served model's
+name comes from ``/v1/models`` (or ``--energy-served-model``); an API key from
+the environment variable ``--energy-api-key-env`` names (``OPENAI_API_KEY``),
+which never appears in reports, baselines or errors.
+
+Generation streams ``/v1/completions`` with usage reporting on; the runner
+marks the prefill window from sending the request to the first streamed token
+and the decode window from there to the last one (:func:`runner.generate`).
+Those windows hold more than the in-process ones: the HTTP round trip, the
+server's queueing and detokenisation.
+
+Only the standard library is used: ``urllib`` for requests, server-sent
+events parsed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+from .base import Backend, BackendLoadError, Decoding
+
+PREFIX = "openai:"
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_TIMEOUT_S = 60.0
+MAX_ERROR_CHARS = 300
+# After a stream ends, how long to wait for the server to report no running request.
+IDLE_WAIT_S = 2.0
+IDLE_POLL_S = 0.005
+
+
+class ServedError(Exception):
+    """A served model failed mid-run (refused, broke off, died); the message is one line."""
+
+
+@dataclass
+class StreamChunk:
+    """What one server-sent event of a completion stream carried."""
+
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    finish_reason: Optional[str] = None
+    stop_reason: Any = None          # vLLM: the stop string or token that ended it (None: EOS)
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> str:
+    """The base URL (ending in /v1) of ``openai:URL``; a one-line error for anything else."""
+    url = spec[len(PREFIX):].strip() if spec.startswith(PREFIX) else spec
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BackendLoadError(f"--energy-model={spec}: expected openai:http://HOST:PORT/v1")
+    try:
+        parts.port  # noqa: B018  (raises for a port that is not a number)
+    except ValueError:
+        raise BackendLoadError(f"--energy-model={spec}: the port is not a number") from None
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1"):
+        path += "/v1"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+class _Stream:
+    """An open completion stream: iterate for chunks, ``close()`` to end the request early."""
+
+    def __init__(self, response: Any, where: str) -> None:
+        self._response = response
+        self._where = where
+        self.closed = False
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        try:
+            for raw in self._response:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                yield _chunk(json.loads(data))
+        except (OSError, ValueError) as exc:
+            if not self.closed:
+                raise ServedError(f"{self._where}: the stream broke off ({_one_line(exc)})") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        # Closing the connection is how an OpenAI-compatible server learns to
+        # stop (vLLM aborts the request).
+        if not self.closed:
+            self.closed = True
+            self._response.close()
+
+
+def _chunk(event: dict[str, Any]) -> StreamChunk:
+    if "error" in event:
+        raise ServedError(f"the server reported an error: {_one_line(event['error'])}")
+    usage = event.get("usage") or {}
+    choices = event.get("choices") or []
+    if not choices:
+        return StreamChunk(usage=usage)
+    choice = choices[0]
+    ids = choice.get("token_ids") or ()
+    return StreamChunk(text=choice.get("text") or "", token_ids=tuple(int(i) for i in ids),
+                       finish_reason=choice.get("finish_reason"), stop_reason=choice.get("stop_reason"),
+                       usage=usage)
+
+
+def _one_line(value: Any) -> str:
+    text = " ".join(str(value).split())
+    return text[:MAX_ERROR_CHARS]
+
+
+class ServedBackend(Backend):
+    """The model under test, served over HTTP; generation streams (see :meth:`stream`)."""
+
+    # The runner cannot run one forward pass again on a server: short phases
+    # are split by the meter's curves, never repeated.
+    can_repeat = False
+    device = "server"
+
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = DEFAULT_TIMEOUT_S,
+                 spec: str = "") -> None:
+        self.base_url = base_url
+        self.root = base_url[: -len("/v1")]
+        self.model = model
+        self.model_id = spec or PREFIX + base_url
+        self._api_key = api_key
+        self.timeout = timeout
+        self.version: Optional[str] = None
+        # After the first failure (refused, died) every later request fails at
+        # once with the same reason, instead of each waiting for its timeout.
+        self.broken: Optional[str] = None
+
+    # -- loading ---------------------------------------------------------------
+    @classmethod
+    def load(cls, spec: str, served_model: str = "", api_key_env: str = DEFAULT_API_KEY_ENV,
+             timeout: float = DEFAULT_TIMEOUT_S) -> "ServedBackend":
+        base = parse_spec(spec)
+        backend = cls(base, served_model, os.environ.get(api_key_env, "") if api_key_env else "", timeout, spec)
+        try:
+            listed = backend._get_json("/v1/models").get("data") or []
+        except ServedError as exc:
+            raise BackendLoadError(f"--energy-model={spec}: {exc}") from None
+        names = [str(m.get("id")) for m in listed if isinstance(m, dict) and m.get("id")]
+        if served_model:
+            if names and served_model not in names:
+                raise BackendLoadError(f"--energy-model={spec}: the server does not serve {served_model!r} "
+                                       f"(it serves {', '.join(names)})")
+        elif len(names) == 1:
+            backend.model = names[0]
+        else:
+            raise BackendLoadError(f"--energy-model={spec}: the server serves "
+                                   f"{', '.join(names) if names else 'no model'}; "
+                                   "choose one with --energy-served-model=NAME")
+        try:
+            backend.version = str(backend._get_json("/version").get("version") or "") or None
+        except ServedError:
+            backend.version = None  # not every server has /version
+        return backend
+
+    # -- HTTP ------------------------------------------------------------------
+    def _request(self, path: str, body: Optional[dict[str, Any]] = None, stream: bool = False) -> Any:
+        if self.broken:
+            raise ServedError(self.broken)
+        url = self.root + path
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self._api_key:
+            headers["Authorization"] = "Bearer " + self._api_key
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            detail = self._error_detail(exc)
+            raise ServedError(f"{self.root}{path} answered {exc.code}{': ' + detail if detail else ''}") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            self.broken = f"the server at {self.root} cannot be reached ({_one_line(reason)})"
+            raise ServedError(self.broken) from None
+
+    def _error_detail(self, exc: urllib.error.HTTPError) -> str:
+        try:
+            body = json.loads(exc.read().decode("utf-8", "replace") or "{}")
+        except (OSError, ValueError):
+            return ""
+        message = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body, dict) else ""
+        return self._redact(_one_line(message or ""))
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _get_json(self, path: str) -> dict[str, Any]:
+        with self._request(path) as response:
+            try:
+                value = json.loads(response.read().decode("utf-8", "replace") or "{}")
+            except ValueError:
+                raise ServedError(f"{self.root}{path} did not answer JSON") from None
+        return value if isinstance(value, dict) else {"data": value}
+
+    def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._request(path, body) as response:
+            return json.loads(response.read().decode("utf-8", "replace") or "{}")
+
+    # -- the model ---------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """The server's own token ids (``/tokenize``), so prompt lengths are exact."""
+        try:
+            tokens = self._post_json("/tokenize", {"model": self.model, "prompt": text}).get("tokens")
+        except ServedError as exc:
+            raise ServedError(f"{exc} (the server needs a /tokenize endpoint for exact prompt lengths)") from None
+        return [int(t) for t in tokens or []]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._post_json("/detokenize", {"model": self.model, "tokens": list(ids)}).get("prompt", ""))
+
+    def start(self) -> Decoding:
+        raise NotImplementedError("a served model streams whole completions: use stream()")
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        return frozenset()  # the server ends at EOS itself (finish_reason "stop")
+
+    def stream(self, prompt_ids: Sequence[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int = 0, stop: Sequence[str] = (), ignore_eos: bool = False) -> _Stream:
+        """Open a completion stream of ``prompt_ids`` (sent as ids: the prompt is exactly what was encoded)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": list(prompt_ids),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "return_token_ids": True,
+        }
+        if stop:
+            body["stop"] = list(stop)
+        if ignore_eos:
+            body["ignore_eos"] = True
+        return _Stream(self._request("/v1/completions", body, stream=True), f"{self.root}/v1/completions")
+
+    def wait_idle(self, clock: Any, sleep: Any, limit_s: float = IDLE_WAIT_S) -> Optional[bool]:
+        """Wait until the server runs no request (a closed stream's request is aborted, not instant).
+
+        True when it said so, False when it still ran one after ``limit_s``,
+        None when it does not expose the figure (then nothing is waited for).
+        """
+        deadline = clock() + limit_s
+        while True:
+            running = self.running_requests()
+            if running is None:
+                return None
+            if running <= 0:
+                return True
+            if clock() >= deadline:
+                return False
+            sleep(IDLE_POLL_S)
+
+    def running_requests(self) -> Optional[float]:
+        """Requests the server is running now, from its Prometheus metrics (None: not exposed)."""
+        try:
+            with self._request("/metrics") as response:
+                text = response.read().decode("utf-8", "replace")
+        except ServedError:
+            return None
+        total = None
+        for line in text.splitlines():
+            if line.startswith("vllm:num_requests_running"):
+                try:
+                    total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+                except ValueError:
+                    continue
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.model_id, "served_model": self.model, "server_version": self.version,
+                "device": self.device, "windows": "HTTP round trip, server queueing and detokenisation included"}
