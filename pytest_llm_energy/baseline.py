@@ -31,7 +31,8 @@ ACCURACY_METRICS = ("pass_at_1",)
 METRICS = ENERGY_METRICS + ACCURACY_METRICS
 # What must match for two runs to compare like with like (time and commit may differ).
 FINGERPRINT_KEYS = ("gpus", "cpu", "torch", "transformers", "model", "model_revision", "model_weights",
-                    "meter", "meter_kind", "babbling", "device", "dtype")
+                    "meter", "meter_kind", "babbling", "device", "dtype", "served_model", "server_version",
+                    "server_command")
 
 
 class BaselineError(Exception):
@@ -160,6 +161,11 @@ def fingerprint(metadata: dict[str, Any], gpus: Sequence[dict[str, Any]], rootdi
         "model_weights": model.get("weights"),
         "device": model.get("device"),
         "dtype": model.get("dtype"),
+        # A served model: what the server serves, its version and (when the plugin
+        # started it) its command line, so a serving-stack upgrade warns as a torch one does.
+        "served_model": model.get("served_model"),
+        "server_version": model.get("server_version"),
+        "server_command": model.get("server_command"),
         "meter": meter.get("name"),
         "meter_kind": meter.get("kind"),
         "babbling": metadata.get("babbling"),

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from .backends.hf import DEVICE_MAPS, DTYPES
+from .serve import DEFAULT_READY_TIMEOUT_S as DEFAULT_SERVE_TIMEOUT_S
 from .baseline import BaselineError, Bound, check_name, parse_bounds
 from .budgets import Budget, BudgetError, parse_budgets
 from .meters import MeterOptions, ShortWindows
@@ -48,6 +49,14 @@ OPTIONS = [
     _Option("--energy-api-key-env", "energy_api_key_env", "OPENAI_API_KEY",
             "environment variable holding the API key of a served model; the key never appears in "
             "output (default: OPENAI_API_KEY)", "VAR"),
+    _Option("--energy-serve", "energy_serve", "",
+            "start the model server for the run with this command line (its own process group; "
+            "stopped at the end, also on Ctrl-C); --energy-model=openai:URL says where it listens", "COMMAND"),
+    _Option("--energy-serve-timeout", "energy_serve_timeout", DEFAULT_SERVE_TIMEOUT_S,
+            "seconds --energy-serve's server may take to answer /health (default: 300)", "SECONDS"),
+    _Option("--energy-server-pid", "energy_server_pid", "",
+            "pid of an already running server on this host: the estimate meter follows its process "
+            "tree's CPU time", "PID"),
     _Option("--energy-device", "energy_device", "auto",
             "device to run the model on: auto, cpu, cuda, cuda:N (default: auto)", "DEVICE"),
     _Option("--energy-device-map", "energy_device_map", "",
@@ -257,6 +266,9 @@ class Settings:
     device_map: str = ""
     served_model: str = ""
     api_key_env: str = "OPENAI_API_KEY"
+    serve: str = ""
+    serve_timeout: float = DEFAULT_SERVE_TIMEOUT_S
+    server_pid: Optional[int] = None
     humaneval_tasks: Optional[str] = None
     humaneval: HumanEvalSettings = HumanEvalSettings()
     babbling: str = "off"
@@ -320,6 +332,15 @@ class Settings:
             raise pytest.UsageError(f"--energy-device-map={device_map} spreads the model over the visible GPUs; "
                                     f"it does not combine with --energy-device={device} (choose GPUs with "
                                     "CUDA_VISIBLE_DEVICES)")
+        model = str(_raw(config, "--energy-model")[1]).strip()
+        serve = str(_raw(config, "--energy-serve")[1]).strip()
+        if serve and not model.startswith("openai:"):
+            raise pytest.UsageError("--energy-serve starts a server: say where it listens with "
+                                    "--energy-model=openai:http://127.0.0.1:PORT/v1")
+        serve_timeout = _convert(config, "--energy-serve-timeout", float, lambda v: v > 0, "seconds above 0")
+        server_pid_text = str(_raw(config, "--energy-server-pid")[1]).strip()
+        if server_pid_text and not (server_pid_text.isdigit() and int(server_pid_text) > 0):
+            raise pytest.UsageError(f"--energy-server-pid={server_pid_text!r}: expected a process id")
         json_path = _output_path(config, "--energy-json")
         humaneval_tasks = _raw(config, "--humaneval-tasks")[1]
         if humaneval_tasks:
@@ -391,6 +412,9 @@ class Settings:
             dtype=dtype,
             device_map=device_map,
             served_model=str(_raw(config, "--energy-served-model")[1]).strip(),
+            serve=serve,
+            serve_timeout=serve_timeout,
+            server_pid=int(server_pid_text) if server_pid_text else None,
             api_key_env=str(_raw(config, "--energy-api-key-env")[1]).strip(),
             meter_options=MeterOptions(
                 cpu_watts=cpu_watts,

@@ -181,10 +181,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and session.config.get_verbosity() >= 0 and not _is_xdist_worker(session.config):
             info = backend.describe()
-            reporter.write_line(
-                f"llm-energy: loaded {info['id']} on {info['device']} ({info.get('dtype')}, "
-                f"{info.get('parameters', 0) / 1e6:.2f} M parameters) in {time.perf_counter() - started:.1f} s"
-            )
+            if "served_model" in info:
+                what = f"{info['served_model']} served by {info['id']} (version {info.get('server_version') or '?'})"
+            else:
+                what = (f"{info['id']} on {info['device']} ({info.get('dtype')}, "
+                        f"{info.get('parameters', 0) / 1e6:.2f} M parameters)")
+            reporter.write_line(f"llm-energy: loaded {what} in {time.perf_counter() - started:.1f} s")
 
 
 @pytest.fixture

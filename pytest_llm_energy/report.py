@@ -146,6 +146,10 @@ def summary_lines(results: Sequence[CaseResult | BlockResult], meta: dict[str, A
     meter = meta.get("meter", {})
     spans = model.get("spans") or []
     where = f"spread over {', '.join(spans)}" if len(spans) > 1 else f"on {model.get('device', '?')}"
+    if model.get("served_model"):
+        # The windows of a served model hold more than its forward passes.
+        where = (f"serving {model['served_model']} (version {model.get('server_version') or '?'}; "
+                 "windows include HTTP, queueing and detokenisation)")
     lines = [f"model {model.get('id')} {where}, meter {meter.get('name')} ({meter.get('kind')})"]
     lines += [f"note: {n}" for n in meta.get("notices", [])]
     common_file, names = short_test_names(getattr(r, "test_id", "") or getattr(r, "case_id", "") for r in results)

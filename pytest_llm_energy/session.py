@@ -68,6 +68,7 @@ class EnergySession:
         self._meter_started = False
         self._backend: Optional[Backend] = None
         self._sandbox: Optional[Sandbox] = None
+        self._server: Optional[Any] = None  # a serve.ServerProcess started for the run
         # Under pytest-xdist the controller loads no model: workers report theirs.
         self.worker_model: Optional[dict[str, Any]] = None
         self.results: list[CaseResult | BlockResult] = []
@@ -98,7 +99,6 @@ class EnergySession:
         if self._backend is None:
             from .backends.hf import HFBackend
             from .backends.served import PREFIX as SERVED_PREFIX
-            from .backends.served import ServedBackend
 
             settings = self.settings
             try:
@@ -107,12 +107,37 @@ class EnergySession:
                     device_map=settings.device_map,
                 )
                 if backend is None and settings.model.startswith(SERVED_PREFIX):
-                    backend = ServedBackend.load(settings.model, settings.served_model, settings.api_key_env)
+                    backend = self._load_served(settings)
                 self._backend = backend or HFBackend.load(settings.model, settings.device, settings.dtype,
                                                           settings.device_map)
             except BackendLoadError as exc:
                 raise pytest.UsageError(str(exc)) from None
         return self._backend
+
+    def _load_served(self, settings: Settings) -> Backend:
+        from .backends.served import ServedBackend, parse_spec
+        from .serve import ProcessTreeCpu, ServeError, ServerProcess
+
+        pid = settings.server_pid
+        if settings.serve:
+            self._server = ServerProcess(settings.serve, parse_spec(settings.model), settings.serve_timeout)
+            try:
+                self._server.start()
+            except ServeError as exc:
+                self._server.stop()
+                raise pytest.UsageError(str(exc)) from None
+            pid = self._server.pid
+        backend = ServedBackend.load(settings.model, settings.served_model, settings.api_key_env)
+        backend.server_command = settings.serve or None
+        if pid:
+            # Without a sensor the estimate would count only this client: follow
+            # the server's whole process tree too, read at the same edges.
+            estimates = [m for m in getattr(self.meter, "meters", [self.meter]) if hasattr(m, "add_cpu_source")]
+            for estimate in estimates:
+                estimate.add_cpu_source(ProcessTreeCpu(pid))
+                self.notices.append(f"the estimate follows the CPU time of the server's process tree (pid {pid}) "
+                                    "as well as this process's")
+        return backend
 
     @property
     def backend_loaded(self) -> Optional[Backend]:
@@ -221,6 +246,9 @@ class EnergySession:
         return collapse_repeats(self.results)
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None

@@ -1,6 +1,9 @@
 """Served models, against a real vLLM server on the CPU (tests/vllm_server.py)."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,6 +12,7 @@ from pytest_llm_energy.backends.base import BackendLoadError
 from pytest_llm_energy.backends.served import ServedBackend, ServedError, parse_spec
 from pytest_llm_energy.meters import EstimateMeter
 from pytest_llm_energy.runner import STOP_LENGTH, STOP_OBSERVER, GenerationConfig, generate
+from pytest_llm_energy.serve import ProcessTreeCpu
 from vllm_server import VllmServer, save_checkpoint, vllm_python
 
 
@@ -92,3 +96,84 @@ def test_a_server_that_dies_fails_the_next_request_at_once(vllm, tmp_path):
     with pytest.raises(ServedError, match="cannot be reached"):
         served.stream([1, 2], 4)
     assert time.monotonic() - started < 0.1  # the same reason, no new wait
+
+
+def test_a_server_that_exits_at_start_is_one_usage_error_with_its_output(pytester):
+    pytester.makepyfile("def test_x(energy):\n    energy.generate('x', max_new_tokens=1)\n")
+    command = f"{sys.executable} -c \"import sys; print('address already in use'); sys.exit(3)\""
+    result = pytester.runpytest("--energy-model=openai:http://127.0.0.1:9/v1", f"--energy-serve={command}")
+    result.stderr.fnmatch_lines(["ERROR: --energy-serve: the server exited with status 3 before it was ready; "
+                                 "its last output: address already in use"])
+
+
+def test_a_server_that_never_answers_is_stopped_and_reported(pytester):
+    pytester.makepyfile("def test_x(energy):\n    energy.generate('x', max_new_tokens=1)\n")
+    marker = "llm-energy-never-ready-%d" % os.getpid()
+    command = f"{sys.executable} -c \"import time; print('loading', flush=True); time.sleep(120)\" {marker}"
+    started = time.monotonic()
+    result = pytester.runpytest("--energy-model=openai:http://127.0.0.1:9/v1", f"--energy-serve={command}",
+                                "--energy-serve-timeout=1")
+    assert time.monotonic() - started < 15
+    result.stderr.fnmatch_lines(["ERROR: --energy-serve: the server did not answer http://127.0.0.1:9/health "
+                                 "within 1 s (--energy-serve-timeout); its last output: loading"])
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, marker)]
+
+
+def _cmdline_has(pid, text):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return text.encode() in handle.read()
+    except OSError:
+        return False
+
+
+def test_serve_needs_a_served_model_url(pytester):
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("--energy-serve=vllm serve x")
+    result.stderr.fnmatch_lines(["ERROR: --energy-serve starts a server: say where it listens with *"])
+
+
+def test_the_process_tree_s_cpu_time_is_followed():
+    # A child that starts a grandchild; both burn CPU.
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+              "while time.process_time() - t < 0.4: pass'])\n"
+              "t = time.process_time()\nwhile time.process_time() - t < 0.2: pass\nchild.wait()\ntime.sleep(5)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        tree = ProcessTreeCpu(parent.pid)
+        before = tree()
+        deadline = time.monotonic() + 10
+        while tree() - before < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree() - before >= 0.5  # the grandchild's 0.4 s and the parent's 0.2 s, not just one
+        assert tree() >= before        # and it never goes back
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_the_plugin_serves_meters_and_fingerprints_a_real_vllm_run(pytester, vllm, tmp_path):
+    # A second server, started by the plugin for the run (vllm's own is the fixture's).
+    from vllm_server import free_port, server_command
+
+    port = free_port()
+    command = server_command(vllm.python, vllm.model_dir, port)
+    pytester.makepyfile(
+        "def test_gen(energy):\n"
+        "    result = energy.generate('def f():', max_new_tokens=16)\n"
+        "    assert result.new_tokens == 16 or result.stop_reason == 'eos'\n"
+        "    assert result.prefill.joules > 0 and result.decode.joules > 0\n")
+    report = tmp_path / "energy.json"
+    result = pytester.runpytest_subprocess(
+        f"--energy-model=openai:http://127.0.0.1:{port}/v1", "--energy-serve=" + command,
+        "--energy-meter=estimate", f"--energy-json={report}", "--energy-serve-timeout=240",
+        timeout=400)
+    result.assert_outcomes(passed=1)
+    document = json.loads(report.read_text())
+    model = document["session"]["model"]
+    assert model["served_model"] == "tiny" and model["server_version"] == "0.32.0"
+    assert model["server_command"] == command
+    assert any("server's process tree" in note for note in document["session"]["notices"])
+    # The server was stopped with the run.
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, f"--port {port}".replace(" ", "\0"))]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -43,23 +44,38 @@ def save_checkpoint(directory: Path) -> Path:
     return directory
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+SERVER_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+
+
+def server_argv(python: Path, model_dir: Path, port: int) -> list[str]:
+    return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+            "--kv-cache-memory-bytes", "256M", "--no-enable-prefix-caching",
+            "--enable-per-request-metrics", "--enable-prompt-tokens-details"]
+
+
+def server_command(python: Path, model_dir: Path, port: int) -> str:
+    """The same server as one command line for --energy-serve (its environment through env(1))."""
+    env = " ".join(f"{k}={v}" for k, v in SERVER_ENV.items())
+    return f"env {env} " + " ".join(shlex.quote(a) for a in server_argv(python, model_dir, port))
+
+
 class VllmServer:
     def __init__(self, python: Path, model_dir: Path, log_path: Path) -> None:
-        self.port = _free_port()
+        self.python = python
+        self.model_dir = model_dir
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log_path
-        env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_ENABLE_V1_MULTIPROCESSING="0", OMP_NUM_THREADS="1")
-        command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                   "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-                   "--kv-cache-memory-bytes", "256M", "--no-enable-prefix-caching",
-                   "--enable-per-request-metrics", "--enable-prompt-tokens-details"]
+        env = dict(os.environ, **SERVER_ENV)
+        command = server_argv(python, model_dir, self.port)
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)

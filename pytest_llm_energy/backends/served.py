@@ -135,6 +135,7 @@ class ServedBackend(Backend):
         self._api_key = api_key
         self.timeout = timeout
         self.version: Optional[str] = None
+        self.server_command: Optional[str] = None  # --energy-serve's, for the run's fingerprint
         # After the first failure (refused, died) every later request fails at
         # once with the same reason, instead of each waiting for its timeout.
         self.broken: Optional[str] = None
@@ -286,4 +287,4 @@ class ServedBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.model_id, "served_model": self.model, "server_version": self.version,
-                "device": self.device, "windows": "HTTP round trip, server queueing and detokenisation included"}
+                "server_command": self.server_command, "device": self.device, "windows": "HTTP round trip, server queueing and detokenisation included"}
