@@ -194,7 +194,9 @@ def test_lost_gpu_fails_that_test_only_and_json_is_still_written(pytester, monke
 
     from fake_nvml import FakeGpu, make_fake_pynvml
 
-    gpu = FakeGpu(name="NVIDIA Fake L4", trace=[(0.0, 70.0)])
+    # A counter slower than most (500 ms), so the prefill stays below it even on a
+    # loaded machine, where a cold first forward pass may take a few hundred ms.
+    gpu = FakeGpu(name="NVIDIA Fake L4", trace=[(0.0, 70.0)], counter_period=0.5)
     monkeypatch.setitem(__import__("sys").modules, "pynvml", make_fake_pynvml([gpu], time.perf_counter))
     pytester.makeconftest("""
 import sys
@@ -250,7 +252,9 @@ def test_short_gpu_windows_are_repeated_or_marked_never_zero(pytester, monkeypat
 
     # A constant 70 W: any window's true energy is 70 W x its length. The tiny
     # model's prefill takes milliseconds, far below the counter's 100 ms.
-    gpu = FakeGpu(name="NVIDIA Fake L4", trace=[(0.0, 70.0)])
+    # A counter slower than most (500 ms), so the prefill stays below it even on a
+    # loaded machine, where a cold first forward pass may take a few hundred ms.
+    gpu = FakeGpu(name="NVIDIA Fake L4", trace=[(0.0, 70.0)], counter_period=0.5)
     monkeypatch.setitem(__import__("sys").modules, "pynvml", make_fake_pynvml([gpu], time.perf_counter))
     pytester.makepyfile("""
 def test_short(energy):

@@ -29,6 +29,8 @@ READY_TIMEOUT_S = 180.0
 def vllm_python() -> Path | None:
     configured = os.environ.get("LLM_ENERGY_VLLM_PYTHON")
     if configured:
+        if not Path(configured).exists():  # CI said where vLLM is: missing is a failure, not a skip
+            raise RuntimeError(f"LLM_ENERGY_VLLM_PYTHON={configured} does not exist")
         return Path(configured)
     local = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
     return local if local.exists() else None
