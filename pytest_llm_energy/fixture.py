@@ -12,6 +12,7 @@ import pytest
 
 from .amplification import DEFAULT_BINS, DEFAULT_NEW_TOKENS, Bin, default_corpus, prompt_ids_for, summarize, usable_bins
 from .amplification import SUITE as AMPLIFICATION
+from .backends.served import ServedError
 from .meters.base import MeterError
 from .results import BlockResult, CaseResult, PhaseEnergy
 from .runner import Generation, GenerationConfig, TokenObserver, generate
@@ -109,6 +110,8 @@ class EnergyFixture:
                 generation = generate(backend, meter, prompt, config, observers)
             except MeterError as exc:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+            except ServedError as exc:
+                pytest.fail(f"served model: {exc}", pytrace=False)
             if repeat is None:
                 continue  # the warm-up: caches, allocator, clocks; not recorded
             generations.append(generation)
@@ -154,6 +157,8 @@ class EnergyFixture:
                     generation = generate(backend, meter, "", config, prompt_ids=ids)
                 except MeterError as exc:
                     pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+                except ServedError as exc:
+                    pytest.fail(f"served model: {exc}", pytrace=False)
                 if repeat is None:
                     continue  # warm-up
                 result = CaseResult.from_generation(
@@ -214,6 +219,8 @@ class _Case(abc.ABC):
                 result = self._measure_once(backend, meter)
             except MeterError as exc:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
+            except ServedError as exc:
+                pytest.fail(f"served model: {exc}", pytrace=False)
             except ValueError as exc:
                 pytest.fail(f"{self.label}: {exc}", pytrace=False)
             if repeat is None:

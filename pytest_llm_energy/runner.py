@@ -14,6 +14,7 @@ from typing import Any, Optional, Protocol, Sequence
 
 from .attribution import attribute
 from .backends.base import Backend
+from .backends.served import ServedError
 from .meters.base import Meter
 from .results import PhaseEnergy
 
@@ -291,7 +292,7 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
     backend.wait_idle(meter.clock, meter.timebase.sleep)
     end = meter.mark()
     if first is None:
-        raise ServedGenerationError("the server streamed no token")
+        raise ServedError("the server streamed no token")
     if not generated:  # a server that sends no token ids: its usage says how many
         generated = [0] * int(usage.get("completion_tokens") or 0)
     prefill, decode = attribute(meter, backend, (start, first, end), prompt_ids, generated or [0])
@@ -309,10 +310,6 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
         token_ids=tuple(generated),
         text_ends=tuple(text_ends),
     )
-
-
-class ServedGenerationError(Exception):
-    """A served generation that produced nothing to meter."""
 
 
 def _any_stops(watchers: Sequence[TokenObserver], text: str, new_text: str) -> bool:

@@ -177,3 +177,20 @@ def test_the_plugin_serves_meters_and_fingerprints_a_real_vllm_run(pytester, vll
     assert any("server's process tree" in note for note in document["session"]["notices"])
     # The server was stopped with the run.
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, f"--port {port}".replace(" ", "\0"))]
+
+
+def test_a_refused_request_fails_its_test_with_one_line_and_records_nothing(pytester, vllm, tmp_path):
+    pytester.makepyfile(
+        "def test_too_long(energy):\n"
+        "    energy.generate('def f():', max_new_tokens=5000)\n"   # over the server's 2048-token context
+        "def test_fine(energy):\n"
+        "    energy.generate('def f():', max_new_tokens=4)\n")
+    report = tmp_path / "energy.json"
+    result = pytester.runpytest_subprocess(f"--energy-model=openai:{vllm.url}", "--energy-meter=estimate",
+                                           f"--energy-json={report}", timeout=120)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*served model: http://127.0.0.1:*/v1/completions answered 400*"])
+    assert "Traceback" not in result.stdout.str()
+    results = json.loads(report.read_text())["results"]
+    assert [r["test_id"].split("::")[-1] for r in results] == ["test_fine"]
+    assert all(r["prefill"]["joules"] > 0 for r in results)
