@@ -38,11 +38,23 @@ class _Option:
 
 OPTIONS = [
     _Option("--energy-meter", "energy_meter", "auto",
-            "energy source: auto (every GPU and CPU sensor found, else estimate), nvml, rapl, "
-            "estimate, or a meter another plugin registers (default: auto)", "NAME"),
+            "energy source: auto (every GPU and CPU sensor found, plus --energy-prometheus-url when "
+            "given, else estimate), nvml, rapl, prometheus, estimate, or a meter another plugin "
+            "registers (default: auto)", "NAME"),
     _Option("--energy-model", "energy_model", DEFAULT_MODEL,
             "model under test: a local checkpoint directory, a hub id, or builtin:tiny, "
             "a small model built offline (default: builtin:tiny)", "PATH|HUB_ID"),
+    _Option("--energy-prometheus-url", "energy_prometheus_url", "",
+            "a Prometheus endpoint exposing a cumulative energy counter, for --energy-meter=prometheus "
+            "(or auto): the DCGM exporter's, Kepler's, node_exporter's /metrics", "URL"),
+    _Option("--energy-prometheus-metric", "energy_prometheus_metric", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+            "the counter's metric name; each of its series is a device "
+            "(default: DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION)", "NAME"),
+    _Option("--energy-prometheus-period", "energy_prometheus_period", 1.0,
+            "seconds between the exporter's updates of the counter (its collection interval; default: 1)",
+            "SECONDS"),
+    _Option("--energy-prometheus-unit", "energy_prometheus_unit", "",
+            "the counter's unit: J, mJ or uJ (default: mJ for DCGM's metric, J otherwise)", "UNIT"),
     _Option("--energy-served-model", "energy_served_model", "",
             "with --energy-model=openai:URL, the served model's name (default: the one /v1/models lists)",
             "NAME"),
@@ -421,6 +433,11 @@ class Settings:
                 rapl_root=str(_raw(config, "--energy-rapl-root")[1]),
                 sample_hz=sample_hz,
                 short_windows=short_windows,
+                prometheus_url=str(_raw(config, "--energy-prometheus-url")[1]).strip(),
+                prometheus_metric=str(_raw(config, "--energy-prometheus-metric")[1]).strip(),
+                prometheus_period_s=_convert(config, "--energy-prometheus-period", float, lambda v: v > 0,
+                                             "seconds above 0"),
+                prometheus_unit=str(_raw(config, "--energy-prometheus-unit")[1]).strip(),
             ),
             mark_bound=mark_bound,
             generation=GenerationConfig(

@@ -8,6 +8,8 @@ from typing import Callable, Mapping
 from .base import CompositeMeter, Meter, MeterError, MeterUnavailable, Reading, Sample, ShortWindows
 from .estimate import DEFAULT_CPU_WATTS_PER_CORE, EstimateMeter
 from .nvml import DEFAULT_SAMPLE_HZ, NvmlMeter
+from .prometheus import DEFAULT_PERIOD_S as DEFAULT_PROMETHEUS_PERIOD_S
+from .prometheus import PrometheusMeter
 from .rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "MeterOptions",
     "MeterUnavailable",
     "NvmlMeter",
+    "PrometheusMeter",
     "RaplMeter",
     "Reading",
     "Sample",
@@ -35,6 +38,10 @@ class MeterOptions:
     rapl_root: str = DEFAULT_POWERCAP_ROOT
     sample_hz: float = DEFAULT_SAMPLE_HZ
     short_windows: ShortWindows = ShortWindows()
+    prometheus_url: str = ""
+    prometheus_metric: str = ""
+    prometheus_period_s: float = DEFAULT_PROMETHEUS_PERIOD_S
+    prometheus_unit: str = ""
 
 
 MeterFactory = Callable[[MeterOptions], Meter]
@@ -43,6 +50,8 @@ BUILTIN_METERS: dict[str, MeterFactory] = {
     "nvml": lambda o: NvmlMeter(sample_hz=o.sample_hz),
     "rapl": lambda o: RaplMeter(root=o.rapl_root),
     "estimate": lambda o: EstimateMeter(watts_per_core=o.cpu_watts),
+    "prometheus": lambda o: PrometheusMeter(o.prometheus_url, o.prometheus_metric, o.prometheus_period_s,
+                                            o.prometheus_unit),
 }
 
 
@@ -70,7 +79,9 @@ def _select(name: str, options: MeterOptions, factories: Mapping[str, MeterFacto
 
     found: list[Meter] = []
     missing: list[str] = []
-    for candidate in ("nvml", "rapl"):
+    # A Prometheus endpoint is not this machine's: auto adds it only when named.
+    candidates = ("nvml", "rapl") + (("prometheus",) if options.prometheus_url else ())
+    for candidate in candidates:
         try:
             found.append(factories[candidate](options))
         except MeterUnavailable as exc:
