@@ -52,7 +52,7 @@ def unavailable(reason):
 
 
 def test_unknown_meter_names_the_choices():
-    with pytest.raises(MeterUnavailable, match="unknown energy meter 'bogus'; choose one of: auto, estimate, nvml, rapl"):
+    with pytest.raises(MeterUnavailable, match="unknown energy meter 'bogus'; choose one of: auto, estimate, nvml, prometheus, rapl"):
         create_meter("bogus", MeterOptions())
 
 
