@@ -111,7 +111,7 @@ class EnergyFixture:
             except MeterError as exc:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
             except ServedError as exc:
-                pytest.fail(f"served model: {exc}", pytrace=False)
+                raise pytest.fail.Exception(f"served model: {exc}", pytrace=False) from None
             if repeat is None:
                 continue  # the warm-up: caches, allocator, clocks; not recorded
             generations.append(generation)
@@ -158,7 +158,7 @@ class EnergyFixture:
                 except MeterError as exc:
                     pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
                 except ServedError as exc:
-                    pytest.fail(f"served model: {exc}", pytrace=False)
+                    raise pytest.fail.Exception(f"served model: {exc}", pytrace=False) from None
                 if repeat is None:
                     continue  # warm-up
                 result = CaseResult.from_generation(
@@ -220,7 +220,7 @@ class _Case(abc.ABC):
             except MeterError as exc:
                 pytest.fail(f"energy meter {meter.name!r} failed: {exc}", pytrace=False)
             except ServedError as exc:
-                pytest.fail(f"served model: {exc}", pytrace=False)
+                raise pytest.fail.Exception(f"served model: {exc}", pytrace=False) from None
             except ValueError as exc:
                 pytest.fail(f"{self.label}: {exc}", pytrace=False)
             if repeat is None:

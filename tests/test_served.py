@@ -194,3 +194,26 @@ def test_a_refused_request_fails_its_test_with_one_line_and_records_nothing(pyte
     results = json.loads(report.read_text())["results"]
     assert [r["test_id"].split("::")[-1] for r in results] == ["test_fine"]
     assert all(r["prefill"]["joules"] > 0 for r in results)
+
+
+def test_humaneval_longbench_amplification_and_suppression_run_on_a_served_model(pytester, vllm, monkeypatch):
+    from conftest import SHARED
+
+    monkeypatch.setenv("LONGBENCH_DIR", str(SHARED / "longbench"))
+    pytester.makepyfile(
+        "import pytest\n"
+        "@pytest.mark.humaneval(tasks='0-1')\n"
+        "def test_humaneval(humaneval_case):\n"
+        "    result = humaneval_case.run()\n"
+        "    assert result.extra['check_status'] in ('passed', 'failed', 'timeout', 'error')\n"
+        "@pytest.mark.longbench(subset='lcc', limit=1, languages=['python'])\n"
+        "def test_longbench(longbench_case):\n"
+        "    result = longbench_case.run()\n"
+        "    assert result.prompt_tokens <= 2048\n"   # truncated to the server's context
+        "def test_amplification(energy):\n"
+        "    bins = energy.amplification(bins=(128, 512, 4096), new_tokens=8, repeats=1)\n"
+        "    assert [b.prompt_tokens for b in bins] == [128, 512]\n")  # 4096 does not fit the server
+    result = pytester.runpytest_subprocess(f"--energy-model=openai:{vllm.url}", "--energy-meter=estimate",
+                                           "--babbling=tests", "-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*tests *pass@1=*"])

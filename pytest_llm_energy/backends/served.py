@@ -136,6 +136,7 @@ class ServedBackend(Backend):
         self.timeout = timeout
         self.version: Optional[str] = None
         self.server_command: Optional[str] = None  # --energy-serve's, for the run's fingerprint
+        self.context_length: Optional[int] = None  # /v1/models' max_model_len, where the server says
         # After the first failure (refused, died) every later request fails at
         # once with the same reason, instead of each waiting for its timeout.
         self.broken: Optional[str] = None
@@ -150,7 +151,8 @@ class ServedBackend(Backend):
             listed = backend._get_json("/v1/models").get("data") or []
         except ServedError as exc:
             raise BackendLoadError(f"--energy-model={spec}: {exc}") from None
-        names = [str(m.get("id")) for m in listed if isinstance(m, dict) and m.get("id")]
+        models = {str(m.get("id")): m for m in listed if isinstance(m, dict) and m.get("id")}
+        names = list(models)
         if served_model:
             if names and served_model not in names:
                 raise BackendLoadError(f"--energy-model={spec}: the server does not serve {served_model!r} "
@@ -161,6 +163,8 @@ class ServedBackend(Backend):
             raise BackendLoadError(f"--energy-model={spec}: the server serves "
                                    f"{', '.join(names) if names else 'no model'}; "
                                    "choose one with --energy-served-model=NAME")
+        length = models.get(backend.model, {}).get("max_model_len")
+        backend.context_length = int(length) if isinstance(length, int) and length > 0 else None
         try:
             backend.version = str(backend._get_json("/version").get("version") or "") or None
         except ServedError:
@@ -287,4 +291,5 @@ class ServedBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.model_id, "served_model": self.model, "server_version": self.version,
-                "server_command": self.server_command, "device": self.device, "windows": "HTTP round trip, server queueing and detokenisation included"}
+                "server_command": self.server_command, "context_length": self.context_length,
+                "device": self.device, "windows": "HTTP round trip, server queueing and detokenisation included"}

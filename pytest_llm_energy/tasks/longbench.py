@@ -141,6 +141,10 @@ class LongBenchSettings:
 
 
 def model_context(backend: Any) -> Optional[int]:
+    """The most tokens the model takes: a served model's from its server, else its config's positions."""
+    served = getattr(backend, "context_length", None)
+    if served:
+        return int(served)
     config = getattr(getattr(backend, "model", None), "config", None)
     return getattr(config, "max_position_embeddings", None)
 
