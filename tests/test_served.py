@@ -217,3 +217,59 @@ def test_humaneval_longbench_amplification_and_suppression_run_on_a_served_model
                                            "--babbling=tests", "-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*tests *pass@1=*"])
+
+
+@pytest.fixture
+def fake_server():
+    from fake_openai import FakeOpenAI
+
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("503", r"/v1/completions answered 503: the engine is overloaded"),
+    ("cut", r"/v1/completions: the stream (broke off|ended before the server finished it)"),
+])
+def test_faults_a_real_server_cannot_show_on_demand(fake_server, mode, message):
+    backend = ServedBackend.load("openai:" + fake_server.url)
+    assert backend.model == "fake" and backend.context_length == 512
+    ok = generate(backend, EstimateMeter(), "x", GenerationConfig(max_new_tokens=8))
+    assert ok.text == "abcd" and ok.new_tokens == 3 and ok.stop_reason == "eos"
+    fake_server.mode = mode
+    with pytest.raises(ServedError, match=message):
+        generate(backend, EstimateMeter(), "x", GenerationConfig(max_new_tokens=8))
+
+
+def test_token_counts_equal_the_server_s_usage_and_prefill_grows_with_the_prompt(vllm):
+    served = ServedBackend.load("openai:" + vllm.url)
+    short = served.encode("def f():")
+    long = served.encode("# a comment line\n" * 100 + "def f():")
+    chunks = list(served.stream(short, 12, ignore_eos=True))
+    usage = next(c.usage for c in chunks if c.usage)
+    assert sum(len(c.token_ids) for c in chunks) == usage["completion_tokens"] == 12
+    assert usage["prompt_tokens"] == len(short)
+    config = GenerationConfig(max_new_tokens=4, ignore_eos=True)
+    # Medians of a few: a single request's time varies with the machine's load.
+    prefills = {n: sorted(generate(served, EstimateMeter(), "", config, prompt_ids=ids).prefill.seconds
+                          for _ in range(5))[2] for n, ids in (("short", short), ("long", long))}
+    assert prefills["long"] > prefills["short"]
+    result = generate(served, EstimateMeter(), "", config, prompt_ids=long)
+    assert result.decode.tokens == result.new_tokens - 1  # every streamed token after the first
+
+
+def test_humaneval_on_the_server_is_judged_as_in_process(vllm, tiny_backend):
+    from pytest_llm_energy.sandbox import Sandbox
+    from pytest_llm_energy.tasks.humaneval import HumanEvalSettings, run_case, select_problems
+
+    served = ServedBackend.load("openai:" + vllm.url)
+    settings = HumanEvalSettings(max_new_tokens=48)
+    with Sandbox(workers=1, timeout=3.0) as box:
+        for problem in select_problems("0-2"):
+            for mode in ("off", "tests"):
+                remote = run_case(problem, mode, served, EstimateMeter(), box, settings)
+                local = run_case(problem, mode, tiny_backend, EstimateMeter(), box, settings)
+                assert (remote.new_tokens, remote.passed, remote.extra.get("check_status")) == \
+                       (local.new_tokens, local.passed, local.extra.get("check_status"))
+    assert served.running_requests() == 0

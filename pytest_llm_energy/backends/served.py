@@ -17,6 +17,7 @@ events parsed by hand.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -77,6 +78,12 @@ class _Stream:
 
     def __iter__(self) -> Iterator[StreamChunk]:
         try:
+            yield from self._events()
+        finally:
+            self.close()
+
+    def _events(self) -> Iterator[StreamChunk]:
+        try:
             for raw in self._response:
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
@@ -85,11 +92,13 @@ class _Stream:
                 if data == "[DONE]":
                     return
                 yield _chunk(json.loads(data))
-        except (OSError, ValueError) as exc:
-            if not self.closed:
-                raise ServedError(f"{self._where}: the stream broke off ({_one_line(exc)})") from None
-        finally:
-            self.close()
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            if self.closed:
+                return  # we closed it
+            raise ServedError(f"{self._where}: the stream broke off ({_one_line(exc) or type(exc).__name__})") from None
+        if not self.closed:
+            # A stream that ends without its [DONE] line was cut, not finished.
+            raise ServedError(f"{self._where}: the stream ended before the server finished it")
 
     def close(self) -> None:
         # Closing the connection is how an OpenAI-compatible server learns to
