@@ -289,7 +289,11 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
         finish = getattr(watcher, "finish", None)
         if finish is not None:
             finish()
-    backend.wait_idle(meter.clock, meter.timebase.sleep)
+    if stream.closed_early:
+        # The server learns of the close and stops on its own time: keep the
+        # decode window open until it runs no request. A stream that finished
+        # needs no wait (the server sent its last token and [DONE]).
+        backend.wait_idle(meter.clock, meter.timebase.sleep)
     end = meter.mark()
     if first is None:
         raise ServedError("the server streamed no token")

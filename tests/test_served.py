@@ -273,3 +273,20 @@ def test_humaneval_on_the_server_is_judged_as_in_process(vllm, tiny_backend):
                 assert (remote.new_tokens, remote.passed, remote.extra.get("check_status")) == \
                        (local.new_tokens, local.passed, local.extra.get("check_status"))
     assert served.running_requests() == 0
+
+
+def test_budgets_baselines_and_the_comparison_work_on_a_served_model(pytester, vllm):
+    pytester.makepyfile("def test_gen(energy):\n    energy.generate('def f():', max_new_tokens=8)\n")
+    common = [f"--energy-model=openai:{vllm.url}", "--energy-meter=estimate", "-p", "no:cacheprovider"]
+    saved = pytester.runpytest_subprocess(*common, "--energy-save=main", "--energy-repeat=3", timeout=120)
+    saved.assert_outcomes(passed=3)
+    document = json.loads(next((pytester.path / ".llm-energy").glob("*_main.json")).read_text())
+    assert document["fingerprint"]["served_model"] == "tiny"
+    assert document["fingerprint"]["server_version"] == "0.32.0"
+    compared = pytester.runpytest_subprocess(*common, "--energy-compare=main", "--energy-repeat=3",
+                                             "--energy-budget=1000 J", timeout=120)
+    compared.assert_outcomes(passed=3)
+    compared.stdout.fnmatch_lines(["comparison with *.llm-energy/0001_main.json"])
+    over = pytester.runpytest_subprocess(*common, "--energy-budget=1 mJ", timeout=120)
+    assert over.ret != 0
+    over.stdout.fnmatch_lines(["*ENERGY GATES*"])

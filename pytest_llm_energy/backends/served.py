@@ -11,7 +11,8 @@ and the decode window from there to the last one (:func:`runner.generate`).
 Those windows hold more than the in-process ones: the HTTP round trip, the
 server's queueing and detokenisation.
 
-Only the standard library is used: ``urllib`` for requests, server-sent
+Only the standard library is used: ``http.client`` for requests (one fresh
+connection each, nothing between the stream and the clock), server-sent
 events parsed by hand.
 """
 
@@ -20,9 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
@@ -68,6 +67,30 @@ def parse_spec(spec: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+class _Response:
+    """An answer and its connection: reading, iterating by lines, closing both."""
+
+    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self.connection = connection
+        self.response = response
+
+    def read(self) -> bytes:
+        return self.response.read()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.response)
+
+    def close(self) -> None:
+        self.response.close()
+        self.connection.close()
+
+    def __enter__(self) -> "_Response":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class _Stream:
     """An open completion stream: iterate for chunks, ``close()`` to end the request early."""
 
@@ -75,6 +98,7 @@ class _Stream:
         self._response = response
         self._where = where
         self.closed = False
+        self.finished = False  # the server sent [DONE]
 
     def __iter__(self) -> Iterator[StreamChunk]:
         try:
@@ -90,6 +114,7 @@ class _Stream:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    self.finished = True
                     return
                 yield _chunk(json.loads(data))
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -99,6 +124,11 @@ class _Stream:
         if not self.closed:
             # A stream that ends without its [DONE] line was cut, not finished.
             raise ServedError(f"{self._where}: the stream ended before the server finished it")
+
+    @property
+    def closed_early(self) -> bool:
+        """Whether the request was ended by closing the stream before the server finished it."""
+        return self.closed and not self.finished
 
     def close(self) -> None:
         # Closing the connection is how an OpenAI-compatible server learns to
@@ -181,10 +211,10 @@ class ServedBackend(Backend):
         return backend
 
     # -- HTTP ------------------------------------------------------------------
-    def _request(self, path: str, body: Optional[dict[str, Any]] = None, stream: bool = False) -> Any:
+    def _request(self, path: str, body: Optional[dict[str, Any]] = None, stream: bool = False) -> "_Response":
+        """One HTTP request on a fresh connection (``http.client``: nothing between the stream and the clock)."""
         if self.broken:
             raise ServedError(self.broken)
-        url = self.root + path
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
         data = None
         if body is not None:
@@ -192,21 +222,26 @@ class ServedBackend(Backend):
             headers["Content-Type"] = "application/json"
         if self._api_key:
             headers["Authorization"] = "Bearer " + self._api_key
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+        parts = urllib.parse.urlsplit(self.root)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname, parts.port, timeout=self.timeout)
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            detail = self._error_detail(exc)
-            raise ServedError(f"{self.root}{path} answered {exc.code}{': ' + detail if detail else ''}") from None
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            self.broken = f"the server at {self.root} cannot be reached ({_one_line(reason)})"
+            connection.request("POST" if data is not None else "GET", parts.path + path, body=data, headers=headers)
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            self.broken = f"the server at {self.root} cannot be reached ({_one_line(exc) or type(exc).__name__})"
             raise ServedError(self.broken) from None
+        if response.status >= 400:
+            detail = self._error_detail(response)
+            connection.close()
+            raise ServedError(f"{self.root}{path} answered {response.status}{': ' + detail if detail else ''}")
+        return _Response(connection, response)
 
-    def _error_detail(self, exc: urllib.error.HTTPError) -> str:
+    def _error_detail(self, response: Any) -> str:
         try:
-            body = json.loads(exc.read().decode("utf-8", "replace") or "{}")
-        except (OSError, ValueError):
+            body = json.loads(response.read().decode("utf-8", "replace") or "{}")
+        except (OSError, ValueError, http.client.HTTPException):
             return ""
         message = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body, dict) else ""
         return self._redact(_one_line(message or ""))
