@@ -179,7 +179,9 @@ def generate(
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens")
     if hasattr(backend, "stream"):
-        return generate_streamed(backend, meter, prompt_ids, config, observers)
+        # Chat messages (a list) go to a served model as they are: it applies its own template.
+        messages = prompt if isinstance(prompt, list) else None
+        return generate_streamed(backend, meter, prompt_ids, config, observers, messages)
     decoding = backend.start()
     pick = TokenPicker(config, getattr(backend, "torch_device", "cpu"))
     eos = frozenset() if config.ignore_eos else backend.eos_token_ids
@@ -244,7 +246,7 @@ def generate(
 
 
 def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], config: GenerationConfig,
-                      observers: Sequence[TokenObserver] = ()) -> Generation:
+                      observers: Sequence[TokenObserver] = (), messages: Optional[list] = None) -> Generation:
     """A served model's generation: the windows are read off its completion stream.
 
     Prefill: from sending the request to the first streamed token; decode: from
@@ -258,7 +260,8 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
     watchers: list[TokenObserver] = ([stops] if stops else []) + list(observers)
     start = meter.mark()
     stream = backend.stream(prompt_ids, config.max_new_tokens, temperature=config.temperature,
-                            top_p=config.top_p, seed=config.seed, stop=config.stop, ignore_eos=config.ignore_eos)
+                            top_p=config.top_p, seed=config.seed, stop=config.stop, ignore_eos=config.ignore_eos,
+                            messages=messages)
     first = None
     text = ""
     generated: list[int] = []
@@ -297,8 +300,12 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
     end = meter.mark()
     if first is None:
         raise ServedError("the server streamed no token")
-    if not generated:  # a server that sends no token ids: its usage says how many
+    if not generated:
+        # A server that sends no token ids: its usage says how many. Where in
+        # the text each one ended is then unknown: all are taken to end at the
+        # end (babbling counts are then upper bounds).
         generated = [0] * int(usage.get("completion_tokens") or 0)
+        text_ends = [len(text)] * len(generated)
     prefill, decode = attribute(meter, backend, (start, first, end), prompt_ids, generated or [0])
     completion = text
     cuts = [c for c in (getattr(w, "cut_at", None) for w in watchers) if c is not None]

@@ -290,3 +290,22 @@ def test_budgets_baselines_and_the_comparison_work_on_a_served_model(pytester, v
     over = pytester.runpytest_subprocess(*common, "--energy-budget=1 mJ", timeout=120)
     assert over.ret != 0
     over.stdout.fnmatch_lines(["*ENERGY GATES*"])
+
+
+def test_chat_style_streams_chat_completions_and_counts_their_tokens(vllm):
+    from pytest_llm_energy.sandbox import Sandbox
+    from pytest_llm_energy.tasks.humaneval import HumanEvalSettings, run_case, select_problems
+
+    served = ServedBackend.load("openai:" + vllm.url)
+    messages = [{"role": "user", "content": "Write f."}]
+    ids = served.encode(messages)  # through the server's chat template
+    assert ids == served.encode("Write f.\nAnswer:\n")[1:]  # the template adds no <s>
+    chunks = list(served.stream(ids, 10, ignore_eos=True, messages=messages))
+    usage = next(c.usage for c in chunks if c.usage)
+    assert usage["completion_tokens"] == 10 and "".join(c.text for c in chunks)
+    assert sum(len(c.token_ids) for c in chunks) == 10  # per-chunk ids in chat chunks too
+    settings = HumanEvalSettings(max_new_tokens=24, prompt_style="chat")
+    with Sandbox(workers=1, timeout=3.0) as box:
+        result = run_case(select_problems("0")[0], "off", served, EstimateMeter(), box, settings)
+    assert result.new_tokens == 24 and result.extra["prompt_style"] == "chat"
+    assert result.prefill.joules > 0 and result.decode.joules > 0

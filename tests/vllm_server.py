@@ -24,6 +24,7 @@ from pathlib import Path
 from pytest_llm_energy.backends.tiny import tiny_model_dir
 
 READY_TIMEOUT_S = 180.0
+CHAT_TEMPLATE = "chat_template.jinja"
 
 
 def vllm_python() -> Path | None:
@@ -43,6 +44,10 @@ def save_checkpoint(directory: Path) -> Path:
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(config))
+    # builtin:tiny has no chat template; a plain one lets /v1/chat/completions answer.
+    (directory / CHAT_TEMPLATE).write_text(
+        "{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}Answer:\n{% endif %}")
     return directory
 
 
@@ -60,7 +65,8 @@ def server_argv(python: Path, model_dir: Path, port: int) -> list[str]:
             "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
             "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
             "--kv-cache-memory-bytes", "256M", "--no-enable-prefix-caching",
-            "--enable-per-request-metrics", "--enable-prompt-tokens-details"]
+            "--enable-per-request-metrics", "--enable-prompt-tokens-details",
+            "--chat-template", str(model_dir / CHAT_TEMPLATE)]
 
 
 def server_command(python: Path, model_dir: Path, port: int) -> str:

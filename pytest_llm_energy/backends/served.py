@@ -147,7 +147,9 @@ def _chunk(event: dict[str, Any]) -> StreamChunk:
         return StreamChunk(usage=usage)
     choice = choices[0]
     ids = choice.get("token_ids") or ()
-    return StreamChunk(text=choice.get("text") or "", token_ids=tuple(int(i) for i in ids),
+    # A chat chunk carries its text in delta.content.
+    text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+    return StreamChunk(text=text, token_ids=tuple(int(i) for i in ids),
                        finish_reason=choice.get("finish_reason"), stop_reason=choice.get("stop_reason"),
                        usage=usage)
 
@@ -262,10 +264,18 @@ class ServedBackend(Backend):
             return json.loads(response.read().decode("utf-8", "replace") or "{}")
 
     # -- the model ---------------------------------------------------------------
-    def encode(self, text: str) -> list[int]:
-        """The server's own token ids (``/tokenize``), so prompt lengths are exact."""
+    # Chat-style prompts are sent as messages to /v1/chat/completions.
+    chats = True
+
+    def encode(self, text: Any) -> list[int]:
+        """The server's own token ids (``/tokenize``), so prompt lengths are exact; chat messages through its template."""
+        body: dict[str, Any] = {"model": self.model}
+        if isinstance(text, list):
+            body.update(messages=text, add_generation_prompt=True)
+        else:
+            body["prompt"] = text
         try:
-            tokens = self._post_json("/tokenize", {"model": self.model, "prompt": text}).get("tokens")
+            tokens = self._post_json("/tokenize", body).get("tokens")
         except ServedError as exc:
             raise ServedError(f"{exc} (the server needs a /tokenize endpoint for exact prompt lengths)") from None
         return [int(t) for t in tokens or []]
@@ -281,11 +291,14 @@ class ServedBackend(Backend):
         return frozenset()  # the server ends at EOS itself (finish_reason "stop")
 
     def stream(self, prompt_ids: Sequence[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int = 0, stop: Sequence[str] = (), ignore_eos: bool = False) -> _Stream:
-        """Open a completion stream of ``prompt_ids`` (sent as ids: the prompt is exactly what was encoded)."""
+               seed: int = 0, stop: Sequence[str] = (), ignore_eos: bool = False,
+               messages: Optional[list] = None) -> _Stream:
+        """Open a completion stream of ``prompt_ids`` (sent as ids: the prompt is exactly what was encoded).
+
+        With ``messages`` it is a chat completion of them instead (the server's template).
+        """
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": list(prompt_ids),
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_p": top_p,
@@ -298,7 +311,13 @@ class ServedBackend(Backend):
             body["stop"] = list(stop)
         if ignore_eos:
             body["ignore_eos"] = True
-        return _Stream(self._request("/v1/completions", body, stream=True), f"{self.root}/v1/completions")
+        if messages is not None:
+            body["messages"] = messages
+            path = "/v1/chat/completions"
+        else:
+            body["prompt"] = list(prompt_ids)
+            path = "/v1/completions"
+        return _Stream(self._request(path, body, stream=True), f"{self.root}{path}")
 
     def wait_idle(self, clock: Any, sleep: Any, limit_s: float = IDLE_WAIT_S) -> Optional[bool]:
         """Wait until the server runs no request (a closed stream's request is aborted, not instant).

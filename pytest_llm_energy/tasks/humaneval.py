@@ -154,6 +154,9 @@ def build_prompt(problem: Mapping[str, Any], style: str, backend: Any) -> str:
     """The raw prompt for base models; the chat template around an instruction for chat models."""
     if style == "base":
         return problem["prompt"]
+    if getattr(backend, "chats", False):
+        # A served model applies its own chat template (/v1/chat/completions).
+        return [{"role": "user", "content": CHAT_INSTRUCTION.format(prompt=problem["prompt"])}]  # type: ignore[return-value]
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ValueError("--energy-prompt-style=chat needs a tokenizer with a chat template")
