@@ -349,6 +349,12 @@ class Settings:
         if serve and not model.startswith("openai:"):
             raise pytest.UsageError("--energy-serve starts a server: say where it listens with "
                                     "--energy-model=openai:http://127.0.0.1:PORT/v1")
+        workers = getattr(config.option, "numprocesses", None)
+        if serve and workers not in (None, 0, "0"):
+            # Each xdist worker loads the model: each would start its own server on one port.
+            raise pytest.UsageError("--energy-serve starts one server per run; it does not combine with "
+                                    "pytest-xdist (-n): start the server yourself and attach with "
+                                    "--energy-model=openai:URL")
         serve_timeout = _convert(config, "--energy-serve-timeout", float, lambda v: v > 0, "seconds above 0")
         server_pid_text = str(_raw(config, "--energy-server-pid")[1]).strip()
         if server_pid_text and not (server_pid_text.isdigit() and int(server_pid_text) > 0):

@@ -127,10 +127,13 @@ def _cmdline_has(pid, text):
         return False
 
 
-def test_serve_needs_a_served_model_url(pytester):
+def test_serve_needs_a_served_model_url_and_one_process(pytester):
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest("--energy-serve=vllm serve x")
     result.stderr.fnmatch_lines(["ERROR: --energy-serve starts a server: say where it listens with *"])
+    result = pytester.runpytest("--energy-serve=vllm serve x", "--energy-model=openai:http://127.0.0.1:9/v1",
+                                "-n", "2")
+    result.stderr.fnmatch_lines(["ERROR: --energy-serve starts one server per run; it does not combine with *"])
 
 
 def test_the_process_tree_s_cpu_time_is_followed():
