@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .backends.base import Backend
+from .backends.base import Backend, ModelBackend
 from .meters.base import COUNTER, DIFFERENCE, REPEATED, Meter, Reading, ShortWindows
 from .results import PhaseEnergy
 
@@ -31,7 +31,7 @@ def too_wide(phase: PhaseEnergy, policy: ShortWindows, share_of_bound: float = 1
 
 def attribute(
     meter: Meter,
-    backend: Backend,
+    backend: ModelBackend,
     edges: tuple[Reading, Reading, Reading],
     prompt_ids: Sequence[int],
     generated: Sequence[int],
@@ -46,7 +46,7 @@ def attribute(
     prefill = meter.window(start, first, tokens=len(prompt_ids))
     decode = meter.window(first, end, tokens=decode_tokens)
     # A served model cannot run one forward pass again: its phases are split.
-    if policy.mode == "split" or prefill.bound_j is None or not getattr(backend, "can_repeat", True):
+    if policy.mode == "split" or prefill.bound_j is None or not backend.can_repeat:
         return prefill, decode
     repeat_prefill = policy.mode == "repeat" or too_wide(prefill, policy)
     whole = meter.window(start, end, tokens=decode_tokens)

@@ -12,7 +12,7 @@ import pytest
 
 from .amplification import DEFAULT_BINS, DEFAULT_NEW_TOKENS, Bin, default_corpus, prompt_ids_for, summarize, usable_bins
 from .amplification import SUITE as AMPLIFICATION
-from .backends.served import ServedError
+from .backends.base import ServedError
 from .meters.base import MeterError
 from .results import BlockResult, CaseResult, PhaseEnergy
 from .runner import Generation, GenerationConfig, TokenObserver, generate

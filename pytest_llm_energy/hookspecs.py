@@ -39,9 +39,11 @@ def pytest_llm_energy_make_backend(config: Any, model: str, device: str, dtype: 
 
     ``device_map`` is ``--energy-device-map`` ("" when the model goes on ``device``).
 
-    Return a :class:`pytest_llm_energy.backends.Backend` (an HTTP client for a
-    serving stack, a scripted backend for tests...) or None to let the
-    transformers backend load it. Raise
+    Return a :class:`pytest_llm_energy.backends.Backend` (driven token by
+    token: a scripted backend for tests...), a
+    :class:`pytest_llm_energy.backends.StreamingBackend` (whole completions as
+    a stream: a client of another serving stack), or None to let the built-in
+    backends load it. Raise
     :class:`pytest_llm_energy.backends.BackendLoadError` with a one-line reason
     when it cannot load.
     """

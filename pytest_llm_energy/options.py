@@ -425,7 +425,7 @@ class Settings:
                                   "a percentage above 0") / 100
         return cls(
             meter=str(_raw(config, "--energy-meter")[1]).strip(),
-            model=str(_raw(config, "--energy-model")[1]).strip(),
+            model=model,
             device=device,
             dtype=dtype,
             device_map=device_map,

@@ -63,8 +63,16 @@ def _sum_phases(phases: Sequence[PhaseEnergy]) -> PhaseEnergy:
         below_resolution=any(p.below_resolution for p in phases),
         method="+".join(sorted({p.method for p in phases})),
         bound_j=None if any(p.bound_j is None for p in phases) else sum(p.bound_j or 0.0 for p in phases),
-        devices={d: sum(p.devices.get(d, 0.0) for p in phases) for p0 in phases for d in p0.devices},
+        devices=_sum_devices(phases),
     )
+
+
+def _sum_devices(phases: Sequence[PhaseEnergy]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for phase in phases:
+        for device, joules in phase.devices.items():
+            total[device] = total.get(device, 0.0) + joules
+    return total
 
 
 def short_test_names(test_ids: Iterable[str]) -> tuple[str, dict[str, str]]:

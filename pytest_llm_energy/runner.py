@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
 
 from .attribution import attribute
-from .backends.base import Backend
-from .backends.served import ServedError
+from .backends.base import Backend, ModelBackend, ServedError, StreamingBackend
 from .meters.base import Meter
 from .results import PhaseEnergy
 
@@ -164,7 +163,7 @@ class TokenPicker:
 
 
 def generate(
-    backend: Backend,
+    backend: ModelBackend,
     meter: Meter,
     prompt: str,
     config: GenerationConfig = GenerationConfig(),
@@ -178,7 +177,7 @@ def generate(
     prompt_ids = list(prompt_ids) if prompt_ids is not None else backend.encode(prompt)
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens")
-    if hasattr(backend, "stream"):
+    if isinstance(backend, StreamingBackend):
         # Chat messages (a list) go to a served model as they are: it applies its own template.
         messages = prompt if isinstance(prompt, list) else None
         return generate_streamed(backend, meter, prompt_ids, config, observers, messages)
@@ -212,10 +211,7 @@ def generate(
             break
         token = pick(decoding.step(token))
         generated.append(token)
-    for watcher in watchers:
-        finish = getattr(watcher, "finish", None)
-        if finish is not None:
-            finish()
+    _finish(watchers)
     backend.synchronize()
     end = meter.mark()
 
@@ -224,10 +220,8 @@ def generate(
     prefill, decode = attribute(meter, backend, (start, first, end), prompt_ids, generated)
 
     if text is not None:
-        completion = text.text if reason in (STOP_EOS, STOP_STRING, STOP_OBSERVER) else backend.decode(generated)
-        cuts = [c for c in (getattr(w, "cut_at", None) for w in watchers) if c is not None]
-        if cuts:
-            completion = completion[: min(cuts)]
+        completion = _cut(text.text if reason in (STOP_EOS, STOP_STRING, STOP_OBSERVER)
+                          else backend.decode(generated), watchers)
         if len(text_ends) < len(generated):  # the EOS token adds no text
             text_ends.append(text_ends[-1] if text_ends else 0)
     else:
@@ -245,7 +239,7 @@ def generate(
     )
 
 
-def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], config: GenerationConfig,
+def generate_streamed(backend: StreamingBackend, meter: Meter, prompt_ids: Sequence[int], config: GenerationConfig,
                       observers: Sequence[TokenObserver] = (), messages: Optional[list] = None) -> Generation:
     """A served model's generation: the windows are read off its completion stream.
 
@@ -274,24 +268,18 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
         if first is None and (chunk.token_ids or chunk.text):
             first = meter.mark()
         generated.extend(chunk.token_ids)
-        if chunk.text:
-            text += chunk.text
-            # Chunks may carry several tokens: each ends where its chunk's text does.
-            text_ends.extend([len(text)] * len(chunk.token_ids))
-            if watchers and _any_stops(watchers, text, chunk.text):
-                reason = STOP_STRING if stops is not None and stops.cut_at is not None else STOP_OBSERVER
-                stream.close()
-                break
-        else:
-            text_ends.extend([len(text)] * len(chunk.token_ids))
+        text += chunk.text
+        # Chunks may carry several tokens: each ends where its chunk's text does.
+        text_ends.extend([len(text)] * len(chunk.token_ids))
+        if chunk.text and watchers and _any_stops(watchers, text, chunk.text):
+            reason = STOP_STRING if stops is not None and stops.cut_at is not None else STOP_OBSERVER
+            stream.close()
+            break
         if chunk.finish_reason == "stop":
             reason = STOP_STRING if isinstance(chunk.stop_reason, str) else STOP_EOS
         elif chunk.finish_reason == "length":
             reason = STOP_LENGTH
-    for watcher in watchers:
-        finish = getattr(watcher, "finish", None)
-        if finish is not None:
-            finish()
+    _finish(watchers)
     if stream.closed_early:
         # The server learns of the close and stops on its own time: keep the
         # decode window open until it runs no request. A stream that finished
@@ -307,12 +295,8 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
         generated = [0] * int(usage.get("completion_tokens") or 0)
         text_ends = [len(text)] * len(generated)
     prefill, decode = attribute(meter, backend, (start, first, end), prompt_ids, generated or [0])
-    completion = text
-    cuts = [c for c in (getattr(w, "cut_at", None) for w in watchers) if c is not None]
-    if cuts:
-        completion = completion[: min(cuts)]
     return Generation(
-        text=completion,
+        text=_cut(text, watchers),
         prefill=prefill,
         decode=decode,
         prompt_tokens=int(usage.get("prompt_tokens") or len(prompt_ids)),
@@ -321,6 +305,19 @@ def generate_streamed(backend: Any, meter: Meter, prompt_ids: Sequence[int], con
         token_ids=tuple(generated),
         text_ends=tuple(text_ends),
     )
+
+
+def _finish(watchers: Sequence[TokenObserver]) -> None:
+    for watcher in watchers:
+        finish = getattr(watcher, "finish", None)
+        if finish is not None:
+            finish()
+
+
+def _cut(text: str, watchers: Sequence[TokenObserver]) -> str:
+    """The text up to the earliest point a watcher cut it (a stop string, a passing prefix)."""
+    cuts = [c for c in (getattr(w, "cut_at", None) for w in watchers) if c is not None]
+    return text[: min(cuts)] if cuts else text
 
 
 def _any_stops(watchers: Sequence[TokenObserver], text: str, new_text: str) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import pytest
 
-from .backends.base import Backend, BackendLoadError
+from .backends.base import BackendLoadError, ModelBackend
 from .baseline import (
     Baseline,
     BaselineError,
@@ -66,7 +66,7 @@ class EnergySession:
         self.comparison: Optional[Comparison] = None
         self.saved_to: Optional[str] = None
         self._meter_started = False
-        self._backend: Optional[Backend] = None
+        self._backend: Optional[ModelBackend] = None
         self._sandbox: Optional[Sandbox] = None
         self._server: Optional[Any] = None  # a serve.ServerProcess started for the run
         # Under pytest-xdist the controller loads no model: workers report theirs.
@@ -94,7 +94,7 @@ class EnergySession:
             self._meter_started = True
         return self.meter
 
-    def load_backend(self) -> Backend:
+    def load_backend(self) -> ModelBackend:
         """The model under test, loaded on first call; load errors are usage errors."""
         if self._backend is None:
             from .backends.hf import HFBackend
@@ -114,7 +114,7 @@ class EnergySession:
                 raise pytest.UsageError(str(exc)) from None
         return self._backend
 
-    def _load_served(self, settings: Settings) -> Backend:
+    def _load_served(self, settings: Settings) -> ModelBackend:
         from .backends.served import ServedBackend, parse_spec
         from .serve import ProcessTreeCpu, ServeError, ServerProcess
 
@@ -140,7 +140,7 @@ class EnergySession:
         return backend
 
     @property
-    def backend_loaded(self) -> Optional[Backend]:
+    def backend_loaded(self) -> Optional[ModelBackend]:
         return self._backend
 
     def sandbox(self) -> Sandbox:

@@ -1,5 +1,5 @@
 """Models under test behind one interface."""
 
-from .base import Backend, BackendLoadError, Decoding
+from .base import Backend, BackendLoadError, Decoding, ModelBackend, StreamingBackend
 
-__all__ = ["Backend", "BackendLoadError", "Decoding"]
+__all__ = ["Backend", "BackendLoadError", "Decoding", "ModelBackend", "StreamingBackend"]

@@ -25,7 +25,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-from .base import Backend, BackendLoadError, Decoding
+from .base import BackendLoadError, ServedError, StreamingBackend
 
 PREFIX = "openai:"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
@@ -34,10 +34,6 @@ MAX_ERROR_CHARS = 300
 # After a stream ends, how long to wait for the server to report no running request.
 IDLE_WAIT_S = 2.0
 IDLE_POLL_S = 0.005
-
-
-class ServedError(Exception):
-    """A served model failed mid-run (refused, broke off, died); the message is one line."""
 
 
 @dataclass
@@ -159,12 +155,13 @@ def _one_line(value: Any) -> str:
     return text[:MAX_ERROR_CHARS]
 
 
-class ServedBackend(Backend):
-    """The model under test, served over HTTP; generation streams (see :meth:`stream`)."""
+class ServedBackend(StreamingBackend):
+    """The model under test, served over HTTP; generation streams (see :meth:`stream`).
 
-    # The runner cannot run one forward pass again on a server: short phases
-    # are split by the meter's curves, never repeated.
-    can_repeat = False
+    A server cannot run one forward pass again: short phases are split by the
+    meter's curves, never repeated (``can_repeat`` is False).
+    """
+
     device = "server"
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = DEFAULT_TIMEOUT_S,
@@ -282,9 +279,6 @@ class ServedBackend(Backend):
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._post_json("/detokenize", {"model": self.model, "tokens": list(ids)}).get("prompt", ""))
-
-    def start(self) -> Decoding:
-        raise NotImplementedError("a served model streams whole completions: use stream()")
 
     @property
     def eos_token_ids(self) -> frozenset[int]:
