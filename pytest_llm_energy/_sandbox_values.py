@@ -27,7 +27,6 @@ import collections
 import itertools
 import json
 import keyword
-import marshal
 
 BIG_INT_BITS = 10000
 MAX_DEPTH = 200
@@ -266,17 +265,32 @@ def parse_reply(body):
 
 
 # -- the call ----------------------------------------------------------------
-def call_payload(args, kwargs):
-    """What the test's call sends: marshal when it carries the arguments exactly, else tagged JSON.
+def call_payload(args, kwargs, marshal):
+    """What the test's call sends: marshal when it carries the arguments exactly, else tagged JSON."""
+    if _exact(args) and _exact(kwargs):
+        try:
+            return marshal.dumps((args, kwargs))
+        except ValueError:
+            pass
+    text = json.dumps([encode(list(args), iterators=True), encode(kwargs, iterators=True)])
+    return marshal.dumps(("json", text))
 
-    marshal refuses every subclass, range and iterator itself, so it is tried
-    first and the slower tagged JSON is built only for what it refused.
-    """
-    try:
-        return marshal.dumps((args, kwargs))
-    except ValueError:
-        text = json.dumps([encode(list(args), iterators=True), encode(kwargs, iterators=True)])
-        return marshal.dumps(("json", text))
+
+_EXACT = (type(None), bool, int, float, str, bytes, complex)
+
+
+def _exact(value, depth=0):
+    """Whether marshal would give the candidate back exactly this (no subclass, range, iterator)."""
+    kind = type(value)
+    if kind in _EXACT:
+        return True
+    if depth > MAX_DEPTH:
+        return False
+    if kind in (list, tuple, set, frozenset):
+        return all(_exact(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(_exact(k, depth + 1) and _exact(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def call_arguments(request):
@@ -291,22 +305,13 @@ MUTABLE = (list, dict, set, bytearray, collections.Counter, collections.OrderedD
            collections.defaultdict, collections.deque)
 
 
-def _fingerprint(value):
-    """Bytes that change when the value does: marshal's (version 2, no back-references that
-    depend on reference counts) where it takes the value, tagged JSON otherwise."""
-    try:
-        return marshal.dumps(value, 2)
-    except ValueError:
-        return json.dumps(encode(value)).encode()
-
-
 def snapshots(args, kwargs):
-    """The test's mutable arguments as bytes, to see after the call which the candidate changed."""
+    """The test's mutable arguments as text, to see after the call which the candidate changed."""
     taken = {}
     for key, value in itertools.chain(enumerate(args), kwargs.items()):
         if type(value) in MUTABLE:
             try:
-                taken[key] = _fingerprint(value)
+                taken[key] = json.dumps(encode(value))
             except (NotPlain, RecursionError, ValueError):
                 continue
     return taken
@@ -322,8 +327,9 @@ def changed(args, kwargs, taken):
     for key, before in taken.items():
         value = args[key] if type(key) is int else kwargs[key]
         try:
-            if _fingerprint(value) != before:
-                out.append([key, encode(value)])
+            encoded = encode(value)
+            if json.dumps(encoded) != before:
+                out.append([key, encoded])
         except (NotPlain, RecursionError, ValueError):
             continue
     return out

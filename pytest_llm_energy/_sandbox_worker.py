@@ -661,7 +661,7 @@ class CandidateProxy:
 
     def __call__(self, *args, **kwargs):
         try:
-            payload = call_payload(args, kwargs)
+            payload = call_payload(args, kwargs, marshal)
         except (NotPlain, ValueError, TypeError, RecursionError) as exc:
             raise CandidateError("the test passed something that is not plain data: " + _describe(exc))
         reply = self._ask(payload)
@@ -976,7 +976,7 @@ def rehearse(program, times=1):
     for _ in range(times):
         namespace = {}
         exec(marshal.loads(program), namespace)
-        args, kwargs = call_arguments(marshal.loads(call_payload(([1.5, 2.0],), {})))
+        args, kwargs = call_arguments(marshal.loads(call_payload(([1.5, 2.0],), {}, marshal)))
         taken = snapshots(args, kwargs)
         reply = {"value": encode(namespace["f"](*args, **kwargs))}
         changed(args, kwargs, taken)

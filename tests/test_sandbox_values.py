@@ -85,9 +85,9 @@ def test_a_hash_flood_in_a_counter_is_refused():
 
 
 def test_arguments_marshal_does_not_carry_go_as_tagged_json():
-    exact = call_payload(([1, 2],), {"k": "v"})
+    exact = call_payload(([1, 2],), {"k": "v"}, marshal)
     assert call_arguments(marshal.loads(exact)) == (([1, 2],), {"k": "v"})
-    args, kwargs = call_arguments(marshal.loads(call_payload((range(3), (x for x in [1, 2])), {})))
+    args, kwargs = call_arguments(marshal.loads(call_payload((range(3), (x for x in [1, 2])), {}, marshal)))
     assert args[0] == range(3) and list(args[1]) == [1, 2]
 
 
